@@ -13,6 +13,7 @@ import click
 
 from twinpass.kernels.errors import TwinpassError
 
+from .devices import devices
 from .plot import plot
 from .stream import stream
 from .train import train
@@ -49,6 +50,7 @@ def cli() -> None:
 cli.add_command(train)
 cli.add_command(stream)
 cli.add_command(plot)
+cli.add_command(devices)
 
 
 def main() -> None:

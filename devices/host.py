@@ -34,9 +34,12 @@ class HostDevice:
     name = "host"
 
     def __init__(self, dtype: str = "float32") -> None:
-        self.dtype = np.dtype(dtype)
+        try:
+            self.dtype = np.dtype(dtype)
+        except TypeError:
+            self.dtype = None
         if self.dtype not in (np.float32, np.float64):
-            raise ConfigError(f"host device computes in float32 or float64, not {dtype}")
+            raise ConfigError(f"host device computes in float32 or float64, not {dtype!r}")
         self._params: tuple[np.ndarray, ...] | None = None
         self._closed = False
 
@@ -65,6 +68,7 @@ class HostDevice:
             raise ShapeError(f"model is missing parameter(s) {', '.join(missing)}")
         if int(batch) < 1:
             raise ConfigError(f"batch must be >= 1, got {batch}")
+        self._check_rule(rule)
         arrays = tuple(
             np.ascontiguousarray(np.array(params[k], dtype=self.dtype)) for k in PARAM_NAMES
         )
@@ -219,6 +223,17 @@ class HostDevice:
         if self._bp:
             state.update({f"bptt.{f}": getattr(self._bufs, f) for f in STATE_FIELDS})
         return state
+
+    def _check_rule(self, rule: Mapping[str, Any]) -> None:
+        """Refuse a rule mapping this device cannot run (it may come over a wire)."""
+        name = rule.get("rule")
+        if name not in self.info().rules:
+            raise ConfigError(
+                f"rule {name!r} is not one the host device runs: {', '.join(self.info().rules)}"
+            )
+        missing = [k for k in ("lr", "sigma") if k not in rule]
+        if missing:
+            raise ConfigError(f"rule configuration lacks {', '.join(missing)}")
 
     def _check_open(self) -> None:
         if self._closed:
