@@ -15,6 +15,7 @@ from twinpass.kernels.errors import TwinpassError
 
 from .devices import devices
 from .plot import plot
+from .reproduce import reproduce
 from .stream import stream
 from .train import train
 
@@ -50,9 +51,14 @@ def cli() -> None:
 cli.add_command(train)
 cli.add_command(stream)
 cli.add_command(plot)
+cli.add_command(reproduce)
 cli.add_command(devices)
 
 
 def main() -> None:
     """Console-script entry point."""
     cli.main(prog_name="twinpass")
+
+
+if __name__ == "__main__":
+    main()

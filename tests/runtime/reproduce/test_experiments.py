@@ -1,0 +1,72 @@
+"""The plan of `twinpass reproduce`: every configuration once, named stably."""
+
+from __future__ import annotations
+
+import pytest
+
+from twinpass.kernels.errors import ConfigError
+from twinpass.runtime.reproduce.experiments import (
+    ALL_EXPERIMENTS,
+    RULES,
+    SCALES,
+    plan,
+    rule_config,
+)
+
+
+@pytest.mark.parametrize("scale", list(SCALES))
+def test_every_configuration_is_planned_once(scale: str) -> None:
+    specs = plan(scale, data="WTH.csv")
+    keys = [s.key for s in specs]
+    assert len(keys) == len(set(keys))
+    exps = {s.experiment for s in specs}
+    assert exps == set(ALL_EXPERIMENTS) - {"memory"}
+    # Both Mackey-Glass pairings, every rule in each, and every seed.
+    mg = [s for s in specs if s.experiment == "mackey-glass"]
+    assert {s.variant for s in mg} == {"ahead", "recall"}
+    assert len(mg) == 2 * len(RULES) * SCALES[scale].seeds
+
+
+def test_without_data_the_weather_experiments_are_left_out() -> None:
+    specs = plan("quick")
+    assert {s.experiment for s in specs} == {"mackey-glass", "copy", "decorrelation"}
+    assert all("path" not in s.task_kwargs for s in specs)
+
+
+def test_only_and_seeds_select() -> None:
+    specs = plan("quick", only=("copy",), seeds=1)
+    assert {s.experiment for s in specs} == {"copy"}
+    assert {s.seed for s in specs} == {0}
+    assert len(specs) == len(RULES)
+
+
+def test_the_key_ignores_the_data_path_but_not_the_settings() -> None:
+    a = plan("tiny", only=("weather",), data="/one/WTH.csv")
+    b = plan("tiny", only=("weather",), data="/other/WTH.csv")
+    assert [s.key for s in a] == [s.key for s in b]
+    assert len({s.key for s in plan("tiny", only=("decorrelation",))}) == len(
+        plan("tiny", only=("decorrelation",))
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"scale": "huge"}, "unknown scale"),
+        ({"scale": "quick", "only": ("nope",)}, "unknown experiment"),
+        ({"scale": "quick", "seeds": 0}, "seeds"),
+    ],
+)
+def test_bad_plans_are_config_errors(kwargs: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        plan(**kwargs)
+
+
+def test_rule_labels_build_their_configurations() -> None:
+    assert rule_config("DANP").decorrelation
+    ref = rule_config("BP-ref")
+    assert (ref.rule, ref.optimizer, ref.bptt_window) == ("bp", "adam", 1)
+    assert rule_config("BPTT-K20").bptt_window == 20
+    assert rule_config("ANP", eps=1e-3).eps == 1e-3
+    with pytest.raises(ConfigError, match="unknown rule"):
+        rule_config("XP")
