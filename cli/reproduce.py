@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -21,6 +22,7 @@ from twinpass.runtime.tasks import WTH_ENV
 from .display import Reporter
 
 MEMORY_FILE = "memory.jsonl"
+INVOCATIONS_FILE = "invocations.jsonl"
 
 
 @click.command()
@@ -105,9 +107,13 @@ def reproduce(
         f"reproduce --scale {scale}: {len(specs)} training runs, {len(memory_todo)} memory "
         f"probes, {jobs} worker(s); results in {out_dir}"
     )
+    started = datetime.now(timezone.utc)
+    trained = 0
     with rep.progress("reproduce", total):
 
         def on_result(row: dict, skipped: bool) -> None:
+            nonlocal trained
+            trained += not skipped
             s = row["spec"]
             what = "diverged" if row.get("diverged") else "done"
             status = f"{s['experiment']} {s['variant']} {s['rule']} N={s['hidden']} {what}"
@@ -132,13 +138,24 @@ def reproduce(
     else:
         notes.append("figures not drawn: matplotlib is missing (pip install 'twinpass[plot]')")
     wall = time.perf_counter() - t0
+    invocations = _log_invocation(
+        out_dir,
+        {
+            "started": started.strftime("%Y-%m-%d %H:%M UTC"),
+            "scale": scale,
+            "jobs": jobs,
+            "trained": trained,
+            "probes": len(memory_todo),
+            "wall_s": round(wall, 1),
+        },
+    )
     write_report(
         out_dir / "report.md",
         scale=scale,
         groups=groups,
         claims=claims,
         memory_rows=memory_rows,
-        wall_s=wall,
+        invocations=invocations,
         compute_s=sum(r.get("wall_s", 0.0) for r in rows),
         notes=notes,
         figures=names,
@@ -146,6 +163,20 @@ def reproduce(
     for c in claims:
         rep.line(f"claim {c.number}: {c.verdict} — {c.text}")
     rep.line(f"report: {out_dir / 'report.md'} ({len(names)} figures), {wall / 60:.1f} min")
+
+
+def _log_invocation(out_dir: Path, entry: dict) -> list[dict]:
+    """Append this invocation to OUT/invocations.jsonl; all of them, oldest first."""
+    path = out_dir / INVOCATIONS_FILE
+    with path.open("a") as f:
+        f.write(json.dumps(entry) + "\n")
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
 
 
 def _memory_plan(scale: str, only: tuple[str, ...], out_dir: Path) -> list[tuple[str, int, int]]:

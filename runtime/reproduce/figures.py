@@ -54,10 +54,14 @@ def learning_curves(groups: dict[tuple, Group], out: Path) -> list[str]:
             panels.setdefault((exp, variant), []).append(g)
     if not panels:
         return []
+    ncols = min(3, len(panels))
+    nrows = -(-len(panels) // ncols)
     fig, axes = plt.subplots(
-        1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False, layout="constrained"
+        nrows, ncols, figsize=(4.4 * ncols, 3.4 * nrows), squeeze=False, layout="constrained"
     )
-    for ax, ((exp, variant), gs) in zip(axes[0], panels.items(), strict=True):
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, ((exp, variant), gs) in zip(axes.flat, panels.items(), strict=False):
         for g in gs:
             curves = g.curves()
             if curves:
@@ -69,7 +73,7 @@ def learning_curves(groups: dict[tuple, Group], out: Path) -> list[str]:
         ax.set_xlabel("epoch")
         ax.set_ylabel("test MSE")
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].legend(fontsize=7)
+    axes.flat[0].legend(fontsize=7)
     name = "learning_curves.png"
     fig.savefig(out / name, dpi=110)
     plt.close(fig)

@@ -24,6 +24,19 @@ HORIZON = 15
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB.
+
+    Linux's ``ru_maxrss`` survives exec: a probe started by a large parent (``twinpass
+    reproduce`` itself) would report the parent's peak. ``VmHWM`` belongs to the process's
+    own address space, so it is read first.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 

@@ -139,7 +139,7 @@ def write_report(
     groups: dict[tuple, Group],
     claims: list[Claim],
     memory_rows: list[dict[str, Any]],
-    wall_s: float,
+    invocations: Sequence[dict[str, Any]],
     compute_s: float,
     notes: Sequence[str] = (),
     figures: Sequence[str] = (),
@@ -155,8 +155,14 @@ def write_report(
         f"- scale: **{scale}**, up to {seeds} seeds per configuration, "
         f"{sum(g.n_runs for g in groups.values())} training runs",
         f"- machine: {machine()}",
-        f"- wall time of the last invocation: {wall_s / 60:.1f} min; compute summed over "
-        f"all runs in the results: {compute_s / 60:.1f} min",
+        f"- compute summed over all runs in these results: {compute_s / 60:.1f} min; the "
+        "invocations that produced them (wall time, trained runs and memory probes):",
+        *(
+            f"  - {i['started']}: {i['wall_s'] / 60:.1f} min, {i['trained']} runs and "
+            f"{i['probes']} probes with {i['jobs']} worker(s)"
+            for i in invocations
+            if i["trained"] or i["probes"]  # a rerun that only rewrote the report adds nothing
+        ),
         f"- final values are the mean of the last {LAST_EPOCHS} epochs; tables give the mean "
         "over seeds with (min–max); a diverged run (non-finite loss or a weight beyond 1e4) "
         "is counted, not averaged",

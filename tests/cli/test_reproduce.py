@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,12 @@ def test_tiny_scale_writes_report_and_figures_then_resumes(tmp_path: Path) -> No
     assert "14 training runs, 0 memory probes" in again.stdout
     assert (out / "results.jsonl").read_text() == results  # nothing trained twice
     assert (out / "memory.jsonl").read_text() == memory
+    # The report names every invocation that contributed, with what it did.
+    invocations = [json.loads(x) for x in (out / "invocations.jsonl").read_text().splitlines()]
+    assert [(i["trained"], i["probes"], i["jobs"]) for i in invocations] == [(14, 4, 2), (0, 0, 2)]
+    report = (out / "report.md").read_text()
+    assert "14 runs and 4 probes with 2 worker(s)" in report
+    assert "0 runs and 0 probes" not in report  # it only rewrote the report
 
 
 @needs_wth
