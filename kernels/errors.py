@@ -39,3 +39,16 @@ class DivergenceError(TwinpassError, FloatingPointError):
 
 class DeviceError(TwinpassError):
     """A device backend failed or refused a request."""
+
+
+class ProtocolError(DeviceError):
+    """Bytes on a link do not form a valid twinpass frame or message."""
+
+
+class RemoteError(DeviceError):
+    """The device answered a request with an ERROR reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"device refused the request: {code}: {message}")
+        self.code = code
+        self.remote_message = message

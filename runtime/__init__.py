@@ -10,6 +10,8 @@ from twinpass.kernels.errors import (
     DataError,
     DeviceError,
     DivergenceError,
+    ProtocolError,
+    RemoteError,
     ShapeError,
     TwinpassError,
 )
@@ -26,6 +28,8 @@ __all__ = [
     "DivergenceError",
     "OnlineLearner",
     "Params",
+    "ProtocolError",
+    "RemoteError",
     "RuleConfig",
     "RunResult",
     "ShapeError",
