@@ -1,5 +1,12 @@
-"""The simulated microcontroller firmware (serial protocol, fixed-point ANP).
+"""The simulated microcontroller firmware: the hardware-in-the-loop simulator (DESIGN.md §5).
 
-Reserved for the hardware-in-the-loop simulator (DESIGN.md §5); it holds no code yet, so
-that the package layout, and the packaging tests that check it, are in place from the start.
+- :mod:`.fixed_point`: the on-device network and ANP learner in integer fixed point;
+- :mod:`.fast`: the same step as compiled scalar loops (speed; the C port's shape);
+- :mod:`.model_image`: the deploy blob (quantise, parse, dequantise, sha256, RAM footprint);
+- :mod:`.flash`: a file-backed flash with two model slots and crash-safe metadata;
+- :mod:`.firmware`: the protocol's request handling (frames in, replies out);
+- :mod:`.server`: the process serving it on a pseudo-terminal
+  (``python -m twinpass.firmware_sim`` or ``twinpass firmware-sim``).
+
+The protocol and the arithmetic are specified in ``docs/protocol.md``.
 """

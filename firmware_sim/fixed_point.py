@@ -1,0 +1,623 @@
+"""The on-device network and ANP learner in integer fixed point, bit-exactly specified.
+
+This is the firmware's arithmetic (docs/protocol.md §6), written as NumPy int64 expressions
+using only operations a C port on a Cortex-M4 reproduces bit for bit: integer multiply,
+add, arithmetic shift, truncating division, comparisons and a table. By default
+:class:`FixedNet` runs the step through the compiled loops of :mod:`.fast` (the same
+arithmetic, faster); ``compiled=False`` runs these expressions; the tests hold both equal.
+No float touches the device path; floats appear only in the host-side helpers that convert
+hyperparameters (:func:`hyper_from_rule`) and in the tanh table's generator.
+
+Formats:
+
+- activities (inputs u, targets y*, pre-activations a, hidden x and xh, outputs b): Q16.16
+  in int32 (value = q / 2**16); inputs and targets are saturated to ±2**23 (±128), hidden
+  states xh to ±2**20 (±16) so that no int64 accumulator can overflow (§6.2);
+- weights A, R, B, D: Q7.24 in int32 (value = q / 2**24, range ±128);
+- losses and squared norms: Q32 in int64.
+
+Why int32 weights rather than int16: one ANP update moves a weight by lr·gain·dl·da/‖da‖²·u,
+about 1e-6 to 1e-4 at the default lr 1e-3; int16 Q3.12 has a step of 2.4e-4, so nearly
+every update would round to zero. Q7.24's step (6e-8) keeps them to within a percent.
+
+Every dot product is accumulated exactly in int64 (the bounds in §6.2 guarantee no
+overflow), so the summation order does not matter and NumPy's matmul and a C loop agree.
+Rounding after a product is ``rshift_round(v, s) = (v + 2**(s-1)) >> s`` (round half up,
+arithmetic shift); division truncates toward zero as C's ``/`` does.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import zlib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from twinpass.kernels.errors import ConfigError, ShapeError
+
+from . import fast
+
+A_FRAC = 16  # activities Q16.16
+W_FRAC = 24  # weights Q7.24
+LOSS_FRAC = 32  # losses, norms Q32
+ONE_A = 1 << A_FRAC
+ONE_W = 1 << W_FRAC
+
+I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+IO_LIMIT = 1 << 23  # |u|, |y*| <= 128
+XH_LIMIT = 1 << 20  # |xh| <= 16
+DIFF_LIMIT = 1 << 23  # |da|, |db|, |e| <= 128
+DL_LIMIT = 1 << 38  # |dl| <= 64 (Q32)
+NORM_LIMIT = 1 << 56  # squared norms (Q32)
+G_LIMIT = 1 << 38  # |lr·gain·dl/‖d‖²| (Q24)
+K_LIMIT = 1 << 33  # |per-unit coefficient| <= 2 (Q32)
+LG_LIMIT = 1 << 24  # lr·gain <= 1 (Q24)
+TMP_LIMIT = 1 << 24  # |xhᵀD| <= 256 (Q16), decorrelation
+M_LIMIT = 1 << 30  # |offdiag(xh xhᵀ) D| <= 64 (Q24), decorrelation
+CAP_NUM = 1 << 55  # 0.5 / ‖xh‖² in Q24 is CAP_NUM // ‖xh‖²(Q32)
+
+MAX_HIDDEN = 1024
+MAX_IO = 256  # n_in, n_out
+MAX_BATCH = 64
+
+# -- tanh by table ---------------------------------------------------------------------------
+
+TANH_SHIFT = 9  # table step 2**-7 in Q16: index = |a| >> 9
+TANH_SIZE = 1025  # tanh(k / 128) for k = 0..1024, i.e. |a| in [0, 8]
+TANH_MASK = (1 << TANH_SHIFT) - 1
+
+
+def _make_tanh_table() -> np.ndarray:
+    # Generated once with the platform's libm and rounded to Q16; the values are part of
+    # the specification (a C port ships this table, and tests pin its CRC32).
+    return np.array(
+        [math.floor(math.tanh(k / 128.0) * ONE_A + 0.5) for k in range(TANH_SIZE)],
+        dtype=np.int64,
+    )
+
+
+TANH_TABLE = _make_tanh_table()
+# CRC32 of the table as little-endian int32: pinned by the tests and docs/protocol.md.
+TANH_TABLE_CRC32 = zlib.crc32(TANH_TABLE.astype("<i4").tobytes())
+
+
+def tanh_q16(a: np.ndarray) -> np.ndarray:
+    """tanh of Q16 values by table with linear interpolation; result in [-65536, 65536].
+
+    ``m = |a|`` (a is int32, so |a| <= 2**31 fits int64); ``m >= 8·2**16`` gives 65536;
+    else ``i = m >> 9, f = m & 511, y = T[i] + ((T[i+1] - T[i])·f + 256) >> 9``; the sign of a
+    is applied last (tanh is odd, so the table's error is too).
+    """
+    a = np.asarray(a, dtype=np.int64)
+    m = np.abs(a)
+    big = m >= (TANH_SIZE - 1) << TANH_SHIFT
+    mc = np.where(big, 0, m)
+    i = mc >> TANH_SHIFT
+    f = mc & TANH_MASK
+    t0 = TANH_TABLE[i]
+    t1 = TANH_TABLE[np.minimum(i + 1, TANH_SIZE - 1)]
+    y = t0 + (((t1 - t0) * f + (1 << (TANH_SHIFT - 1))) >> TANH_SHIFT)
+    y = np.where(big, ONE_A, y)
+    return np.where(a < 0, -y, y)
+
+
+# -- integer helpers ---------------------------------------------------------------------------
+
+
+def rshift_round(v: np.ndarray | int, s: int) -> Any:
+    """``(v + 2**(s-1)) >> s``: round half up, arithmetic shift (s >= 1)."""
+    return (v + (1 << (s - 1))) >> s
+
+
+# np.minimum/np.maximum rather than np.clip: clip's dtype-limit checks cost more than the
+# arithmetic at these sizes (it dominated a step's profile).
+def sat(v: Any, limit: int) -> Any:
+    """Clamp to [-limit, limit]."""
+    return np.minimum(np.maximum(v, -limit), limit)
+
+
+def sat32(v: Any) -> Any:
+    """Clamp to the int32 range."""
+    return np.minimum(np.maximum(v, I32_MIN), I32_MAX)
+
+
+def div_trunc(n: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """n / d truncated toward zero (C99 ``/``); 0 where d == 0 (the 0/0 guard). d >= 0."""
+    n = np.asarray(n, dtype=np.int64)
+    d = np.asarray(d, dtype=np.int64)
+    safe = np.where(d == 0, 1, d)
+    q = np.abs(n) // safe
+    return np.where(d == 0, 0, np.where(n < 0, -q, q))
+
+
+# -- the noise generator -----------------------------------------------------------------------
+
+_M32 = 0xFFFFFFFF
+_H1 = np.uint32(0x7FEB352D)
+_H2 = np.uint32(0x846CA68B)
+_SQRT3_Q16 = 113512  # round(sqrt(3) · 2**16)
+_IH_OFFSET = 4 * 0xFFFF // 2  # 131070: mean of a sum of four 16-bit uniforms
+
+
+def lowbias32(x: np.ndarray) -> np.ndarray:
+    """Wellons' lowbias32 integer hash on uint32 (wrapping multiply)::
+
+    x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16
+    """
+    x = np.asarray(x, dtype=np.uint32).copy()
+    x ^= x >> np.uint32(16)
+    x *= _H1
+    x ^= x >> np.uint32(15)
+    x *= _H2
+    x ^= x >> np.uint32(16)
+    return x
+
+
+@functools.lru_cache(maxsize=64)
+def seed_key(seed: int) -> int:
+    """The generator's key: ``lowbias32(seed ^ 0x9e3779b9)``."""
+    return int(lowbias32(np.array([(int(seed) ^ 0x9E3779B9) & _M32], np.uint32))[0])
+
+
+def noise_words(seed: int, counter: int, n: int) -> np.ndarray:
+    """Words ``counter .. counter+n-1``: ``w(p) = lowbias32(lowbias32(lo ^ key) ^ hi)``.
+
+    ``p`` is a u64 word index, ``lo``/``hi`` its low and high 32 bits. Counter-based: any
+    word is a pure function of (seed, p), so the state is two integers and the stream does
+    not depend on how steps are grouped.
+    """
+    p = np.uint64(counter) + np.arange(n, dtype=np.uint64)
+    lo = (p & np.uint64(_M32)).astype(np.uint32)
+    hi = (p >> np.uint64(32)).astype(np.uint32)
+    return lowbias32(lowbias32(lo ^ np.uint32(seed_key(seed))) ^ hi)
+
+
+def gaussian_q16(seed: int, counter: int, n: int, sigma_q: int) -> np.ndarray:
+    """n approximately normal samples of standard deviation sigma (Q16); uses 2n words.
+
+    Sample k takes words ``w0 = w(counter+2k)``, ``w1 = w(counter+2k+1)``:
+    ``g = lo16(w0) + hi16(w0) + lo16(w1) + hi16(w1) - 131070`` (Irwin-Hall with four terms,
+    standard deviation 2**16/sqrt(3), bounded at ±3.46 sd), then
+    ``noise = (g · 113512 · sigma_q + 2**31) >> 32``.
+    """
+    if n == 0:
+        return np.zeros(0, np.int64)
+    w = noise_words(seed, counter, 2 * n).astype(np.int64).reshape(n, 2)
+    g = (w & 0xFFFF).sum(axis=1) + (w >> 16).sum(axis=1) - _IH_OFFSET
+    return rshift_round(g * _SQRT3_Q16 * int(sigma_q), 32)
+
+
+# -- hyperparameters ---------------------------------------------------------------------------
+
+
+@dataclass
+class Hyper:
+    """The learning rule's fixed-point hyperparameters (what the image and SET_MODE carry).
+
+    lr_q: lr in Q32 (lr < 1). sigma_q: perturbation sd in Q16 (<= 1). eps_q: decorrelation
+    rate in Q32. gain_q: the ANP step factor in Q16 (sqrt(n_in + N + n_out) by default).
+    resync_every: copy replica 1's state into replica 2 every k steps (0: never).
+    output_cap: cap the output step at the normalised-LMS bound. two_noisy: perturb both
+    replicas. decorrelation: learn D.
+    """
+
+    lr_q: int = 4294967  # 1e-3
+    sigma_q: int = 66  # 1e-3
+    eps_q: int = 429497  # 1e-4
+    gain_q: int = 1 << 16
+    resync_every: int = 10
+    output_cap: bool = True
+    two_noisy: bool = False
+    decorrelation: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        limits = {
+            "lr_q": (1, _M32),
+            "sigma_q": (0, ONE_A),
+            "eps_q": (0, _M32),
+            "gain_q": (0, _M32),
+            "resync_every": (0, 0xFFFF),
+        }
+        for name, (lo, hi) in limits.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | np.integer) or not lo <= v <= hi:
+                raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
+        for name in ("output_cap", "two_noisy", "decorrelation"):
+            if not isinstance(getattr(self, name), bool | np.bool_):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def lg_q(self) -> int:
+        """lr·gain in Q24: ``min((lr_q · gain_q + 2**23) >> 24, 2**24)``."""
+        return min(rshift_round(int(self.lr_q) * int(self.gain_q), 24), LG_LIMIT)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def update(self, changes: dict[str, Any]) -> Hyper:
+        data = self.to_dict()
+        data.update({k: changes[k] for k in data if k in changes})
+        return Hyper(**data)
+
+
+def to_q(value: float, frac: int) -> int:
+    """round(value · 2**frac), half away from zero (host side only)."""
+    v = float(value) * (1 << frac)
+    return math.floor(abs(v) + 0.5) * (1 if v >= 0 else -1)
+
+
+def hyper_from_rule(rule: dict[str, Any], n_total: int) -> Hyper:
+    """The fixed-point hyperparameters of a RuleConfig mapping (host side: floats here).
+
+    Refuses what the device cannot run: rules other than ANP.
+    """
+    name = rule.get("rule", "anp")
+    if name != "anp":
+        raise ConfigError(f"the device learns with ANP only, not {name!r}")
+    for key in ("lr", "sigma"):
+        if key not in rule:
+            raise ConfigError(f"rule configuration lacks {key}")
+    gain = rule.get("gain")
+    gain = math.sqrt(n_total) if gain is None else float(gain)
+    return Hyper(
+        lr_q=max(1, to_q(rule["lr"], 32)),
+        sigma_q=to_q(rule["sigma"], 16),
+        eps_q=to_q(rule.get("eps", 0.0), 32),
+        gain_q=to_q(gain, 16),
+        resync_every=int(rule.get("resync_every", 0)),
+        output_cap=bool(rule.get("output_cap", False)),
+        two_noisy=bool(rule.get("two_noisy_passes", False)),
+        decorrelation=bool(rule.get("decorrelation", False)),
+    )
+
+
+def quantise_array(m: np.ndarray, frac: int, limit: int = I32_MAX) -> np.ndarray:
+    """Float array to saturated fixed point, rounding half away from zero (host side)."""
+    v = np.asarray(m, dtype=np.float64) * float(1 << frac)
+    q = np.sign(v) * np.floor(np.abs(v) + 0.5)
+    return np.clip(np.nan_to_num(q), -limit - (limit == I32_MAX), limit).astype(np.int64)
+
+
+# -- host-side conversions (the wire carries Q16 int32 activities, Q32 int64 losses) ----------
+
+
+def encode_activities(values: Any) -> np.ndarray:
+    """Float inputs/targets to the wire's Q16.16 int32 (round half away from zero, saturated
+    to ±2**23 as the device would)."""
+    return quantise_array(values, A_FRAC, IO_LIMIT).astype(np.int32)
+
+
+def decode_activities(q: Any) -> np.ndarray:
+    """Q16.16 integers (predictions) to float64."""
+    return np.asarray(q, np.int64) / float(ONE_A)
+
+
+def decode_loss(q: Any) -> Any:
+    """Q32 losses to float64."""
+    return np.asarray(q, np.int64) / float(1 << LOSS_FRAC)
+
+
+def stream_losses(y: np.ndarray, target: np.ndarray, n_out: int) -> np.ndarray:
+    """Per-stream Q32 losses of Q16 outputs ``y`` (nb, n_out) against targets, as the device
+    computes them (§6.4): ``sum_o sat(y - y*, 2**23)² // n_out``."""
+    t = sat(np.asarray(target, np.int64), IO_LIMIT)
+    e = sat(np.asarray(y, np.int64) - t, DIFF_LIMIT)
+    return (e * e).reshape(-1, n_out).sum(axis=1) // n_out
+
+
+def reward_dl(y1: np.ndarray, y2: np.ndarray, target: np.ndarray, n_out: int) -> np.ndarray:
+    """The reward variant's dl per stream (Q32) from STEP's ``y_hat``, ``y_hat_2``: sending it
+    in REWARD gives exactly the update of STEP with ``target``."""
+    return stream_losses(y2, target, n_out) - stream_losses(y1, target, n_out)
+
+
+# -- the network -------------------------------------------------------------------------------
+
+
+@dataclass
+class Pending:
+    """A reward-variant step waiting for its dl: everything the update needs."""
+
+    t: int
+    da: np.ndarray
+    db: np.ndarray
+    nda: np.ndarray
+    ndb: np.ndarray
+    u: np.ndarray
+    xh_prev: np.ndarray
+    xh: np.ndarray
+
+
+@dataclass
+class StepOut:
+    y1: np.ndarray  # (nb, n_out) replica 1's output (the prediction)
+    y2: np.ndarray  # (nb, n_out) replica 2's output
+    loss1: int  # mean over outputs and batch, Q32
+    loss2: int
+    applied: bool
+
+
+@dataclass
+class FixedNet:
+    """Parameters, both replicas' hidden states and the noise counter of one device.
+
+    A (N, n_in), R (N, N), B (n_out, N): Q24 int64 arrays holding int32 values; D (N, N) or
+    None for the identity. xh1, xh2 (nb, N): the replicas' hidden states; xh_eval: the
+    evaluation state of :meth:`predict`. counter: steps since the last state reset (drives
+    resync); rng_counter: the next noise word.
+    """
+
+    A: np.ndarray
+    R: np.ndarray
+    B: np.ndarray
+    D: np.ndarray | None
+    hyper: Hyper = field(default_factory=Hyper)
+    batch: int = 1
+    seed: int = 0
+    stats: dict[str, int] = field(default_factory=lambda: {"saturations": 0})
+    compiled: bool = True  # the loop kernels of .fast; False: the NumPy expressions
+
+    def __post_init__(self) -> None:
+        # Own copies: the compiled update works in place.
+        self.A = np.array(self.A, np.int64)
+        self.R = np.array(self.R, np.int64)
+        self.B = np.array(self.B, np.int64)
+        n = self.R.shape[0]
+        if self.R.shape != (n, n) or self.A.shape[0] != n or self.B.shape[1] != n:
+            raise ShapeError(
+                f"inconsistent shapes A {self.A.shape}, R {self.R.shape}, B {self.B.shape}"
+            )
+        self.n_in, self.n, self.n_out = self.A.shape[1], n, self.B.shape[0]
+        if self.D is not None:
+            self.D = np.array(self.D, np.int64)
+            if self.D.shape != (n, n):
+                raise ShapeError(f"D has shape {self.D.shape}, expected {(n, n)}")
+        if self.hyper.decorrelation and self.D is None:
+            self.D = np.eye(n, dtype=np.int64) * ONE_W
+        self.rng_counter = 0
+        self.pending: Pending | None = None
+        self.set_batch(self.batch)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def set_batch(self, batch: int) -> None:
+        if not 1 <= int(batch) <= MAX_BATCH:
+            raise ConfigError(f"batch must be in [1, {MAX_BATCH}], got {batch}")
+        self.batch = int(batch)
+        self.reset_state()
+
+    def reset_state(self) -> None:
+        """Zero both replicas' hidden states, the evaluation state and the resync counter."""
+        self.xh1 = np.zeros((self.batch, self.n), np.int64)
+        self.xh2 = np.zeros((self.batch, self.n), np.int64)
+        eval_batch = self.xh_eval.shape[0] if hasattr(self, "xh_eval") else 1
+        self.xh_eval = np.zeros((eval_batch, self.n), np.int64)
+        self.counter = 0
+        self.pending = None
+
+    def reseed(self, seed: int) -> None:
+        self.seed = int(seed) & _M32
+        self.rng_counter = 0
+
+    # -- forward ---------------------------------------------------------------------------
+
+    def _hidden_state(self, x: np.ndarray) -> np.ndarray:
+        """xh = D x (Q16), or x itself when D is the identity."""
+        if self.D is None:
+            return x
+        return sat(rshift_round(x @ self.D.T, W_FRAC), XH_LIMIT)
+
+    def _count_saturated(self, *xh: np.ndarray) -> None:
+        """STATS ``saturations``: hidden values at the ±16 clamp (only D can get them there)."""
+        if self.D is not None:
+            self.stats["saturations"] += sum(int((np.abs(v) >= XH_LIMIT).sum()) for v in xh)
+
+    def _noise(self, shape: tuple[int, ...]) -> np.ndarray:
+        n = int(np.prod(shape))
+        if self.compiled and self.rng_counter + 2 * n < 1 << 63:
+            out = np.empty(n, np.int64)
+            fast.fill_noise(seed_key(self.seed), self.rng_counter, self.hyper.sigma_q, out)
+        else:
+            out = gaussian_q16(self.seed, self.rng_counter, n, self.hyper.sigma_q)
+        self.rng_counter = (self.rng_counter + 2 * n) & ((1 << 64) - 1)
+        return out.reshape(shape)
+
+    def _losses(self, b: np.ndarray, ystar: np.ndarray) -> np.ndarray:
+        """Per-stream loss, Q32: ``sum_o e² // n_out`` with e = sat(b - y*, 2**23)."""
+        e = sat(b - ystar, DIFF_LIMIT)
+        return (e * e).sum(axis=1) // self.n_out
+
+    def forward_pair(
+        self, u: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Both replicas' step: (xp1, xp2, xh1_new, xh2_new, b1, b2); advances the noise."""
+        h = self.hyper
+        nb, n, no = self.batch, self.n, self.n_out
+        # One draw for the step, in the documented order xi2, zeta2 (, xi1, zeta1).
+        noise = self._noise(((2 if h.two_noisy else 1) * nb * (n + no),)).reshape(-1)
+        xi2 = noise[: nb * n].reshape(nb, n)
+        zeta2 = noise[nb * n : nb * (n + no)].reshape(nb, no)
+        if h.two_noisy:
+            xi1 = noise[nb * (n + no) : nb * (2 * n + no)].reshape(nb, n)
+            zeta1 = noise[nb * (2 * n + no) :].reshape(nb, no)
+        else:
+            xi1 = np.zeros((nb, n), np.int64)
+            zeta1 = np.zeros((nb, self.n_out), np.int64)
+        if h.resync_every > 0 and self.counter % h.resync_every == 0:
+            self.xh2 = self.xh1.copy()
+        if self.compiled:
+            out = [np.empty((nb, n), np.int64) for _ in range(4)]
+            b1, b2 = np.empty((nb, no), np.int64), np.empty((nb, no), np.int64)
+            D = self.D if self.D is not None else np.zeros((1, 1), np.int64)
+            fast.forward_pair(
+                self.A, self.R, self.B, D, self.D is not None, self.xh1, self.xh2,
+                np.ascontiguousarray(u), np.ascontiguousarray(xi1), np.ascontiguousarray(xi2),
+                np.ascontiguousarray(zeta1), np.ascontiguousarray(zeta2), TANH_TABLE, *out, b1, b2,
+            )  # fmt: skip
+            self._count_saturated(out[2], out[3])
+            return out[0], out[1], out[2], out[3], b1, b2
+        au = u @ self.A.T  # Q40, exact
+        a1 = sat32(rshift_round(au + self.xh1 @ self.R.T, W_FRAC))
+        a2 = sat32(rshift_round(au + self.xh2 @ self.R.T, W_FRAC))
+        xp1 = sat32(a1 + xi1)
+        xp2 = sat32(a2 + xi2)
+        xh1n = self._hidden_state(tanh_q16(xp1))
+        xh2n = self._hidden_state(tanh_q16(xp2))
+        self._count_saturated(xh1n, xh2n)
+        b1 = sat32(sat32(rshift_round(xh1n @ self.B.T, W_FRAC)) + zeta1)
+        b2 = sat32(sat32(rshift_round(xh2n @ self.B.T, W_FRAC)) + zeta2)
+        return xp1, xp2, xh1n, xh2n, b1, b2
+
+    # -- one online step ---------------------------------------------------------------------
+
+    def step(self, u: np.ndarray, ystar: np.ndarray | None, learn: bool, t: int = 0) -> StepOut:
+        """One step of both replicas; with a target and ``learn``, the ANP update.
+
+        u (nb, n_in), ystar (nb, n_out) Q16 integers (saturated to ±2**23 here). Without a
+        target and with ``learn``, the update is held pending for :meth:`reward`.
+        """
+        self.pending = None  # an unrewarded step's update is dropped
+        u = sat(np.asarray(u, np.int64).reshape(self.batch, self.n_in), IO_LIMIT)
+        xh_prev = self.xh1
+        xp1, xp2, xh1n, xh2n, b1, b2 = self.forward_pair(u)
+        da = sat(xp2 - xp1, DIFF_LIMIT)
+        db = sat(b2 - b1, DIFF_LIMIT)
+        applied = False
+        l1 = l2 = 0
+        if ystar is not None:
+            ys = sat(np.asarray(ystar, np.int64).reshape(self.batch, self.n_out), IO_LIMIT)
+            ls1, ls2 = self._losses(b1, ys), self._losses(b2, ys)
+            l1, l2 = int(ls1.sum() // self.batch), int(ls2.sum() // self.batch)
+            if learn:
+                self._update(ls2 - ls1, da, db, u, xh_prev, xh1n)
+                applied = True
+        elif learn:
+            self.pending = Pending(
+                t, da, db, (da * da).sum(axis=1), (db * db).sum(axis=1), u, xh_prev, xh1n
+            )
+        self.xh1, self.xh2 = xh1n, xh2n
+        self.counter += 1
+        if applied and self.hyper.decorrelation:
+            self._decorrelate(self.xh1)
+        return StepOut(b1, b2, l1, l2, applied)
+
+    def reward(self, t: int, dl: np.ndarray) -> bool:
+        """Apply the pending step's update with the host's dl (Q32 per stream)."""
+        p = self.pending
+        if p is None or p.t != t:
+            return False
+        self.pending = None
+        dl = np.asarray(dl, np.int64).reshape(self.batch)
+        self._update(dl, p.da, p.db, p.u, p.xh_prev, p.xh)
+        if self.hyper.decorrelation:
+            self._decorrelate(p.xh)
+        return True
+
+    def _update(
+        self,
+        dl: np.ndarray,
+        da: np.ndarray,
+        db: np.ndarray,
+        u: np.ndarray,
+        xh_prev: np.ndarray,
+        xh: np.ndarray,
+    ) -> None:
+        """The ANP update of A, R, B from per-stream dl (docs/protocol.md §6.5)."""
+        h = self.hyper
+        nb = self.batch
+        if self.compiled:
+            kh = np.empty((nb, self.n), np.int64)
+            ko = np.empty((nb, self.n_out), np.int64)
+            fast.anp_update(
+                self.A, self.R, self.B, np.ascontiguousarray(dl, np.int64), da, db, u,
+                xh_prev, xh, h.lg_q, h.output_cap, kh, ko,
+            )  # fmt: skip
+            return
+        dl = sat(np.asarray(dl, np.int64), DL_LIMIT)
+        lg = h.lg_q
+        nda = np.minimum((da * da).sum(axis=1), NORM_LIMIT)
+        ndb = np.minimum((db * db).sum(axis=1), NORM_LIMIT)
+        # Hidden layer: g = lr·gain·dl / (‖da‖² · nb), Q24; 0 when ‖da‖² = 0.
+        g_h = sat(div_trunc(dl * lg, nda * nb), G_LIMIT)
+        k_h = sat(rshift_round(g_h[:, None] * da, 8), K_LIMIT)  # Q32
+        # Output layer, with the normalised-LMS cap lr·gain <= 0.5 / ‖xh1‖² per stream.
+        lg_o = np.full(nb, lg, np.int64)
+        if h.output_cap:
+            nx = (xh * xh).sum(axis=1)
+            cap = div_trunc(np.full(nb, CAP_NUM, np.int64), nx)
+            lg_o = np.where((nx > 0) & (cap < lg), cap, lg_o)
+        g_o = sat(div_trunc(dl * lg_o, ndb * nb), G_LIMIT)
+        k_o = sat(rshift_round(g_o[:, None] * db, 8), K_LIMIT)
+        # Batch sums are exact in int64 (|k| <= 2**33, |u| <= 2**23, nb <= 64), one rounding.
+        self.A = sat32(self.A - rshift_round(k_h.T @ u, 24))
+        self.R = sat32(self.R - rshift_round(k_h.T @ xh_prev, 24))
+        self.B = sat32(self.B - rshift_round(k_o.T @ xh, 24))
+
+    def _decorrelate(self, xh: np.ndarray) -> None:
+        """D <- D - eps/nb · sum_b (xh_b (xh_bᵀ D) - diag(xh_b²) D) (§6.5)."""
+        D = self.D
+        assert D is not None
+        eps_nb = int(self.hyper.eps_q) // self.batch
+        tmp = sat(rshift_round(xh @ D, W_FRAC), TMP_LIMIT)  # (nb, N) Q16
+        q16 = rshift_round((xh * xh).sum(axis=0), 16)  # (N,) Q16
+        m = (xh.T @ tmp) * (1 << 8) - q16[:, None] * D  # Q40
+        m24 = sat(rshift_round(m, 16), M_LIMIT)
+        self.D = sat32(D - rshift_round(eps_nb * m24, 32))
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    def predict(self, u: np.ndarray, batch: int, reset: bool) -> np.ndarray:
+        """Clean forward passes on the evaluation state: u (S, batch, n_in) -> (S, batch, n_out)."""
+        u = sat(np.asarray(u, np.int64).reshape(-1, batch, self.n_in), IO_LIMIT)
+        if reset or self.xh_eval.shape[0] != batch:
+            self.xh_eval = np.zeros((batch, self.n), np.int64)
+        out = np.zeros((u.shape[0], batch, self.n_out), np.int64)
+        xh = self.xh_eval
+        for s in range(u.shape[0]):
+            a = sat32(rshift_round(u[s] @ self.A.T + xh @ self.R.T, W_FRAC))
+            xh = self._hidden_state(tanh_q16(a))
+            out[s] = sat32(rshift_round(xh @ self.B.T, W_FRAC))
+        self.xh_eval = xh
+        return out
+
+    # -- export ------------------------------------------------------------------------------
+
+    def export_state(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "xh1": self.xh1.copy(),
+            "xh2": self.xh2.copy(),
+            "counter": int(self.counter),
+            "rng_seed": int(self.seed),
+            "rng_counter": int(self.rng_counter),
+            "eval_batch": int(self.xh_eval.shape[0]),
+            "xh_eval": self.xh_eval.copy(),
+            "pending_t": None if self.pending is None else self.pending.t,
+        }
+
+    def import_state(self, state: dict[str, Any]) -> None:
+        batch = int(state["batch"])
+        if batch != self.batch:
+            self.set_batch(batch)
+        eb = int(state["eval_batch"])
+        shapes = {"xh1": (batch, self.n), "xh2": (batch, self.n), "xh_eval": (eb, self.n)}
+        arrays = {}
+        for key, shape in shapes.items():
+            arr = np.asarray(state[key], np.int64)
+            if arr.size != shape[0] * shape[1]:
+                raise ShapeError(f"state {key} has {arr.size} values, expected {shape}")
+            arrays[key] = arr.reshape(shape)
+        self.xh1, self.xh2, self.xh_eval = arrays["xh1"], arrays["xh2"], arrays["xh_eval"]
+        self.counter = int(state["counter"])
+        self.seed = int(state["rng_seed"]) & _M32
+        self.rng_counter = int(state["rng_counter"]) & ((1 << 64) - 1)
+        self.pending = None
+
+    def weights(self) -> dict[str, np.ndarray | None]:
+        return {"A": self.A, "R": self.R, "B": self.B, "D": self.D}

@@ -1,0 +1,271 @@
+"""The model image: the blob deployed to a device, stored in a flash slot, read back.
+
+Layout (docs/protocol.md §7), all little-endian:
+
+- a 64-byte header: magic ``TPMI``, format version, header size, n_in, N, n_out, flags,
+  the Q formats, the fixed-point hyperparameters, the payload length, and a CRC32 of the
+  header's first 60 bytes;
+- the payload: int32 arrays A (N×n_in), R (N×N), B (n_out×N), then D (N×N) only when the
+  D_PRESENT flag is set (D = identity otherwise), row-major;
+- a CRC32 of the payload.
+
+The image identifies a model by its sha256 (:func:`sha256`). :func:`quantise` (host side:
+floats in) and :func:`build` (device side: integers in) make images; :func:`parse` checks
+one and returns a :class:`ModelImage`; :func:`ram_footprint` is the RAM a model needs on the
+device, for the RAM budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from twinpass.kernels.errors import CheckpointError
+
+from .fixed_point import (
+    A_FRAC,
+    I32_MAX,
+    MAX_HIDDEN,
+    MAX_IO,
+    ONE_W,
+    W_FRAC,
+    Hyper,
+    hyper_from_rule,
+    quantise_array,
+)
+
+MAGIC = b"TPMI"
+FORMAT_VERSION = 1
+HEADER = struct.Struct("<4sHHHHHHBBBBIIIIII16xI")
+assert HEADER.size == 64
+TRAILER = struct.Struct("<I")
+WEIGHT_BYTES = 4
+
+FLAG_D_PRESENT = 0x01
+FLAG_OUTPUT_CAP = 0x02
+FLAG_TWO_NOISY = 0x04
+FLAG_DECORRELATION = 0x08
+KNOWN_FLAGS = FLAG_D_PRESENT | FLAG_OUTPUT_CAP | FLAG_TWO_NOISY | FLAG_DECORRELATION
+
+#: RAM the firmware itself needs besides the model: receive and transmit buffers of
+#: max_frame each, the reply cache (rx_window replies), stack and globals.
+FIRMWARE_RESERVED = 16 * 1024
+
+
+class ModelImageError(CheckpointError):
+    """A model image is malformed, corrupted, of another format, or cannot be built."""
+
+
+@dataclass
+class ModelImage:
+    """A parsed image: shape, hyperparameters and the integer arrays (int64 holding int32)."""
+
+    n_in: int
+    n_hidden: int
+    n_out: int
+    hyper: Hyper
+    A: np.ndarray
+    R: np.ndarray
+    B: np.ndarray
+    D: np.ndarray | None  # None: identity
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.n_in, self.n_hidden, self.n_out)
+
+
+def image_size(n_in: int, n_hidden: int, n_out: int, d_present: bool) -> int:
+    """Bytes of an image of this shape."""
+    n = n_hidden
+    values = n * n_in + n * n + n_out * n + (n * n if d_present else 0)
+    return HEADER.size + WEIGHT_BYTES * values + TRAILER.size
+
+
+def sha256(image: bytes) -> bytes:
+    """The image's identity: its sha256 digest (32 bytes)."""
+    return hashlib.sha256(image).digest()
+
+
+def _check_dims(n_in: int, n: int, n_out: int) -> None:
+    if not (1 <= n_in <= MAX_IO and 1 <= n <= MAX_HIDDEN and 1 <= n_out <= MAX_IO):
+        raise ModelImageError(
+            f"model {n_in}-{n}-{n_out} is outside the format's limits "
+            f"(n_in, n_out in 1..{MAX_IO}, N in 1..{MAX_HIDDEN})"
+        )
+
+
+def build(A: np.ndarray, R: np.ndarray, B: np.ndarray, D: np.ndarray | None, hyper: Hyper) -> bytes:
+    """An image from integer arrays (Q24 values in int32 range); D None for identity."""
+    A, R, B = (np.asarray(m, np.int64) for m in (A, R, B))
+    n, n_in = A.shape
+    n_out = B.shape[0]
+    _check_dims(n_in, n, n_out)
+    if R.shape != (n, n) or B.shape != (n_out, n) or (D is not None and D.shape != (n, n)):
+        raise ModelImageError(
+            f"inconsistent shapes A {A.shape}, R {R.shape}, B {B.shape}"
+            + ("" if D is None else f", D {np.shape(D)}")
+        )
+    arrays = [A, R, B] + ([] if D is None else [np.asarray(D, np.int64)])
+    for name, m in zip("ARBD", arrays, strict=False):
+        if m.size and (m.max() > I32_MAX or m.min() < -I32_MAX - 1):
+            raise ModelImageError(f"{name} holds values outside int32")
+    payload = b"".join(m.astype("<i4").tobytes() for m in arrays)
+    flags = (
+        (FLAG_D_PRESENT if D is not None else 0)
+        | (FLAG_OUTPUT_CAP if hyper.output_cap else 0)
+        | (FLAG_TWO_NOISY if hyper.two_noisy else 0)
+        | (FLAG_DECORRELATION if hyper.decorrelation else 0)
+    )
+    head = HEADER.pack(
+        MAGIC, FORMAT_VERSION, HEADER.size, n_in, n, n_out, flags,
+        A_FRAC, W_FRAC, WEIGHT_BYTES, 0,
+        hyper.lr_q, hyper.sigma_q, hyper.eps_q, hyper.gain_q, hyper.resync_every,
+        len(payload), 0,
+    )  # fmt: skip
+    head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
+    return head + payload + TRAILER.pack(zlib.crc32(payload))
+
+
+def quantise(params: Mapping[str, Any], hyper: Hyper | Mapping[str, Any]) -> bytes:
+    """An image from float arrays A, R, B, D and a Hyper or a RuleConfig mapping.
+
+    Weights are rounded to Q7.24 (half away from zero). D is omitted (identity) when it is
+    exactly the identity and decorrelation is off. Weights must be finite and below 128
+    in magnitude.
+    """
+    missing = [k for k in "ARBD" if k not in params]
+    if missing:
+        raise ModelImageError(f"model lacks parameter(s) {', '.join(missing)}")
+    arrs = {k: np.asarray(params[k], np.float64) for k in "ARBD"}
+    for k, m in arrs.items():
+        if m.ndim != 2:
+            raise ModelImageError(f"{k} must be a matrix, got shape {m.shape}")
+        if not np.isfinite(m).all():
+            raise ModelImageError(f"{k} holds non-finite values: it cannot be quantised")
+        big = float(np.abs(m).max()) if m.size else 0.0
+        if big >= 128.0:
+            raise ModelImageError(f"{k} has a weight of magnitude {big:g}: Q7.24 holds < 128")
+    n, n_in = arrs["A"].shape
+    n_out = arrs["B"].shape[0]
+    if not isinstance(hyper, Hyper):
+        hyper = hyper_from_rule(dict(hyper), n_in + n + n_out)
+    identity = arrs["D"].shape == (n, n) and np.array_equal(arrs["D"], np.eye(n))
+    D = None if identity and not hyper.decorrelation else quantise_array(arrs["D"], W_FRAC)
+    return build(*(quantise_array(arrs[k], W_FRAC) for k in "ARB"), D, hyper)
+
+
+def parse(image: bytes) -> ModelImage:
+    """Check and decode an image; :class:`ModelImageError` names what is wrong."""
+    data = bytes(image)
+    if len(data) < HEADER.size + TRAILER.size:
+        raise ModelImageError(f"model image of {len(data)} bytes is shorter than its header")
+    fields = HEADER.unpack_from(data)
+    (magic, version, hsize, n_in, n, n_out, flags, a_frac, w_frac, wbytes, _r,
+     lr_q, sigma_q, eps_q, gain_q, resync, plen, hcrc) = fields  # fmt: skip
+    if magic != MAGIC:
+        raise ModelImageError(f"not a twinpass model image (magic {magic!r}, expected {MAGIC!r})")
+    if version != FORMAT_VERSION:
+        raise ModelImageError(
+            f"model image format {version} is not supported (this firmware reads {FORMAT_VERSION})"
+        )
+    if zlib.crc32(data[: HEADER.size - 4]) != hcrc:
+        raise ModelImageError("model image header CRC mismatch: the header is corrupted")
+    if hsize != HEADER.size or (a_frac, w_frac, wbytes) != (A_FRAC, W_FRAC, WEIGHT_BYTES):
+        raise ModelImageError(
+            f"model image uses Q{a_frac} activities / Q{w_frac} weights in {wbytes} bytes; "
+            f"this firmware runs Q{A_FRAC} / Q{W_FRAC} in {WEIGHT_BYTES}"
+        )
+    if flags & ~KNOWN_FLAGS:
+        raise ModelImageError(f"model image has unknown flags 0x{flags:04x}")
+    _check_dims(n_in, n, n_out)
+    d_present = bool(flags & FLAG_D_PRESENT)
+    expected = image_size(n_in, n, n_out, d_present)
+    if len(data) != expected or plen != expected - HEADER.size - TRAILER.size:
+        raise ModelImageError(
+            f"model image of {len(data)} bytes does not match its header "
+            f"({n_in}-{n}-{n_out} needs {expected}): truncated or padded"
+        )
+    payload = data[HEADER.size : -TRAILER.size]
+    if zlib.crc32(payload) != TRAILER.unpack_from(data, len(data) - TRAILER.size)[0]:
+        raise ModelImageError("model image payload CRC mismatch: the weights are corrupted")
+    try:
+        hyper = Hyper(
+            lr_q=lr_q,
+            sigma_q=sigma_q,
+            eps_q=eps_q,
+            gain_q=gain_q,
+            resync_every=resync,
+            output_cap=bool(flags & FLAG_OUTPUT_CAP),
+            two_noisy=bool(flags & FLAG_TWO_NOISY),
+            decorrelation=bool(flags & FLAG_DECORRELATION),
+        )
+    except Exception as exc:
+        raise ModelImageError(f"model image hyperparameters are invalid: {exc}") from None
+    vals = np.frombuffer(payload, "<i4").astype(np.int64)
+    sizes = [n * n_in, n * n, n_out * n]
+    A = vals[: sizes[0]].reshape(n, n_in)
+    R = vals[sizes[0] : sizes[0] + sizes[1]].reshape(n, n)
+    B = vals[sizes[0] + sizes[1] : sum(sizes)].reshape(n_out, n)
+    D = vals[sum(sizes) :].reshape(n, n) if d_present else None
+    return ModelImage(n_in, n, n_out, hyper, A.copy(), R.copy(), B.copy(), D)
+
+
+def dequantise(model: ModelImage | bytes, dtype: str = "float32") -> dict[str, np.ndarray]:
+    """Float arrays A, R, B, D of an image (D the identity when the image omits it)."""
+    m = parse(model) if isinstance(model, bytes | bytearray) else model
+    scale = 1.0 / ONE_W
+    D = np.eye(m.n_hidden) if m.D is None else m.D * scale
+    out = {"A": m.A * scale, "R": m.R * scale, "B": m.B * scale, "D": D}
+    return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in out.items()}
+
+
+def ram_footprint(
+    n_in: int,
+    n_hidden: int,
+    n_out: int,
+    *,
+    batch: int = 1,
+    eval_batch: int = 1,
+    d_present: bool = False,
+    decorrelation: bool = False,
+) -> int:
+    """Bytes of RAM a model needs on the device (weights, both replicas, scratch).
+
+    Weights: int32 A, R, B, and D when stored or learned. State: xh1, xh2 (batch × N),
+    the evaluation state (eval_batch × N). Scratch per step: pre-activations, new states and
+    coefficients of both replicas (5 × batch × N), the reward variant's pending record
+    (3 × batch × N + batch × n_in), outputs (4 × batch × n_out), decorrelation scratch
+    (batch × N + N). Everything int32. Excludes :data:`FIRMWARE_RESERVED`.
+    """
+    n = n_hidden
+    words = n * n_in + n * n + n_out * n + (n * n if d_present or decorrelation else 0)
+    words += (2 * batch + eval_batch) * n
+    words += 5 * batch * n + 3 * batch * n + batch * n_in + 4 * batch * n_out
+    if decorrelation:
+        words += batch * n + n
+    return 4 * words
+
+
+def largest_hidden(
+    budget: int, n_in: int, n_out: int, *, batch: int = 1, d_present: bool = False
+) -> int:
+    """The largest N whose :func:`ram_footprint` fits ``budget`` bytes (0 if none)."""
+    lo, hi = 0, MAX_HIDDEN
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ram_footprint(n_in, mid, n_out, batch=batch, d_present=d_present) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def image_hyper_dict(hyper: Hyper) -> dict[str, Any]:
+    """The hyperparameters as plain data (for DEPLOY_BEGIN's informative ``hyper``)."""
+    return hyper.to_dict()

@@ -1,0 +1,315 @@
+"""The simulator through pyserial over a real pty to a real ``python -m twinpass.firmware_sim``."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sim_process import SimLink, start_simulator
+
+from twinpass.devices.protocol import (
+    PROTO_MAJOR,
+    ErrorCode,
+    Flags,
+    Frame,
+    MsgType,
+    encode_frame,
+    pack_array,
+    unpack_array,
+)
+from twinpass.firmware_sim import model_image as mi
+from twinpass.firmware_sim.fixed_point import A_FRAC, FixedNet, quantise_array
+from twinpass.runtime import Params, RuleConfig
+
+N_IN, N, N_OUT = 2, 8, 1
+SHAPE = [N_IN, N, N_OUT]
+
+
+def image(seed: int = 0, n: int = N, **rule) -> bytes:
+    p = Params.init(N_IN, n, N_OUT, seed=seed).arrays()
+    return mi.quantise(p, {**RuleConfig(lr=1e-2, sigma=1e-2).to_dict(), **rule})
+
+
+def local_net(img: bytes, seed: int = 0, batch: int = 1) -> FixedNet:
+    m = mi.parse(img)
+    return FixedNet(m.A, m.R, m.B, m.D, m.hyper, batch=batch, seed=seed)
+
+
+def data(T: int, batch: int = 1, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    g = np.random.default_rng(seed)
+    U = quantise_array(0.5 * g.standard_normal((T, batch, N_IN)), A_FRAC)
+    Y = quantise_array(0.3 * g.standard_normal((T, batch, N_OUT)), A_FRAC)
+    return U, Y
+
+
+def step_payload(t: int, U: np.ndarray, Y: np.ndarray | None, **kw) -> dict:
+    p = {"t": t, "x": pack_array(U.reshape(-1), "int32"), "steps": U.shape[0], **kw}
+    p["y"] = None if Y is None else pack_array(Y.reshape(-1), "int32")
+    return p
+
+
+def error_code(frame: Frame) -> str:
+    assert frame.is_error and frame.flags & Flags.ERR, frame
+    return frame.payload["code"]
+
+
+@pytest.fixture
+def sim(tmp_path: Path):
+    with start_simulator(tmp_path / "flash.bin") as proc:
+        yield proc
+
+
+@pytest.fixture
+def link(sim):
+    with SimLink(sim.path) as lk:
+        lk.hello()
+        yield lk
+
+
+def test_hello_reports_capabilities_and_the_boot_epoch(link: SimLink) -> None:
+    reply = link.request(MsgType.HELLO, {"proto": [PROTO_MAJOR, 0], "from_the_future": 1})
+    p = reply.payload
+    assert reply.type == MsgType.HELLO | 0x80 and not reply.is_error
+    assert p["proto"][0] == PROTO_MAJOR and p["model_state"] == "none"
+    caps = p["caps"]
+    assert caps["max_frame"] == 2048 and caps["rx_window"] >= 1 and caps["slots"] == 2
+    assert caps["ram_free"] <= caps["ram_total"] == 128 * 1024
+    assert caps["max_hidden"] == mi.largest_hidden(128 * 1024 - mi.FIRMWARE_RESERVED, 1, 1)
+    assert reply.epoch == p["boot_id"] & 0xFF == 1
+
+
+def test_version_mismatch_unknown_type_and_unknown_keys(link: SimLink) -> None:
+    bad = link.request(MsgType.PING, {}, version=PROTO_MAJOR + 1)
+    assert error_code(bad) == "BAD_VERSION" and bad.version == PROTO_MAJOR
+    bad = link.request(MsgType.HELLO, {"proto": [PROTO_MAJOR + 1, 0]})
+    assert error_code(bad) == "BAD_VERSION" and "major" in bad.payload["msg"]
+    unknown = link.request(0x55, {})
+    assert error_code(unknown) == "UNKNOWN_TYPE" and unknown.type == 0xD5
+    assert link.ok(MsgType.PING, {"no_such_key": [1, 2], "another": b"x"}) == {}
+    assert link.ok(MsgType.STATS, {})["bad_version"] == 2
+
+
+def test_an_oversize_frame_is_dropped_and_counted(link: SimLink) -> None:
+    seq = link.send(MsgType.PING, {"pad": b"\x01" * 3000})
+    with pytest.raises(TimeoutError):
+        link.reply(seq, timeout=0.5)
+    assert link.ok(MsgType.STATS, {})["overflows"] >= 1
+    # Garbage and a corrupted frame are dropped too; the link recovers at the next 0x00.
+    frame = bytearray(encode_frame(Frame(MsgType.PING, 999, {})))
+    frame[3] ^= 0x40
+    link.send_raw(b"\x13\x37garbage\x00" + bytes(frame))
+    assert link.ok(MsgType.PING, {}) == {}
+    stats = link.ok(MsgType.STATS, {})
+    assert stats["crc_errors"] + stats["cobs_errors"] + stats["short"] >= 1
+
+
+def test_deploy_then_learning_on_device_is_bit_exact(link: SimLink) -> None:
+    img = image()
+    reply = link.deploy(img, shape=SHAPE, chunk=300)
+    assert reply["model_hash"] == hashlib.sha256(img).digest()
+    hello = link.hello().payload
+    assert hello["model_hash"] == mi.sha256(img) and hello["model_state"] == "confirmed"
+    assert hello["shape"] == SHAPE
+    ref = local_net(img)
+    U, Y = data(40)
+    for t0 in range(0, 40, 8):
+        out = link.ok(MsgType.STEP, step_payload(t0, U[t0 : t0 + 8], Y[t0 : t0 + 8]))
+        assert out["t"] == t0 and out["applied"] == 8
+        y_hat = unpack_array(out["y_hat"], "int32", (8, 1, N_OUT))
+        l1 = unpack_array(out["loss_1"], "int64", 8)
+        for s in range(8):
+            r = ref.step(U[t0 + s], Y[t0 + s], True)
+            assert np.array_equal(y_hat[s], r.y1) and l1[s] == r.loss1
+    live = b""
+    while True:
+        got = link.ok(MsgType.GET_MODEL, {"off": len(live), "len": 1000})
+        live += got["data"]
+        if len(live) >= got["total"]:
+            break
+    assert live == mi.build(ref.A, ref.R, ref.B, ref.D, ref.hyper)
+    flash = link.ok(MsgType.GET_MODEL, {"off": 0, "len": 1500, "source": "flash"})["data"]
+    assert flash == img[:1500]
+
+
+def test_a_repeated_request_is_answered_from_the_cache_and_not_executed(link: SimLink) -> None:
+    img = image()
+    link.deploy(img, shape=SHAPE)
+    U, Y = data(1)
+    payload = step_payload(0, U, Y)
+    seq = link.send(MsgType.STEP, payload)
+    first = link.reply(seq)
+    before = link.ok(MsgType.STATS, {})
+    link.send(MsgType.STEP, payload, seq=seq)  # a retransmission: same seq, same bytes
+    again = link.reply(seq)
+    assert again == first
+    after = link.ok(MsgType.STATS, {})
+    assert after["updates"] == before["updates"] == 1 and after["duplicates"] == 1
+    # The same seq with other content is a new request.
+    link.send(MsgType.STEP, step_payload(1, U, Y), seq=seq)
+    assert link.reply(seq).payload["t"] == 1
+    assert link.ok(MsgType.STATS, {})["updates"] == 2
+
+
+def test_deploy_resumes_refuses_gaps_bad_hashes(link: SimLink) -> None:
+    img = image()
+    digest = hashlib.sha256(img).digest()
+    begin = {"len": len(img), "sha256": digest, "shape": SHAPE}
+    assert link.ok(MsgType.DEPLOY_BEGIN, begin)["off_next"] == 0
+    assert link.ok(MsgType.DEPLOY_CHUNK, {"off": 0, "data": img[:200]})["off_next"] == 200
+    # The same chunk again is harmless; a gap is refused with the offset to resume from.
+    assert link.ok(MsgType.DEPLOY_CHUNK, {"off": 0, "data": img[:200]})["off_next"] == 200
+    gap = link.request(MsgType.DEPLOY_CHUNK, {"off": 300, "data": img[300:400]})
+    assert error_code(gap) == "BAD_STATE" and gap.payload["off_next"] == 200
+    early = link.request(MsgType.DEPLOY_COMMIT, {"sha256": digest})
+    assert error_code(early) == "BAD_STATE"
+    # After a "disconnect", BEGIN again resumes at the received offset.
+    assert link.ok(MsgType.DEPLOY_BEGIN, begin)["off_next"] == 200
+    link.ok(MsgType.DEPLOY_CHUNK, {"off": 200, "data": img[200:]})
+    wrong = link.request(MsgType.DEPLOY_COMMIT, {"sha256": b"\x00" * 32})
+    assert error_code(wrong) == "HASH_MISMATCH"
+    # A corrupted upload fails the hash at commit.
+    bad = bytearray(img)
+    bad[100] ^= 1
+    link.ok(MsgType.DEPLOY_BEGIN, begin)
+    link.ok(MsgType.DEPLOY_CHUNK, {"off": 0, "data": bytes(bad)})
+    assert error_code(link.request(MsgType.DEPLOY_COMMIT, {"sha256": digest})) == "HASH_MISMATCH"
+    assert link.hello().payload["model_state"] == "none"
+
+
+def test_a_model_that_does_not_fit_is_refused_at_begin(tmp_path: Path) -> None:
+    with start_simulator(tmp_path / "flash.bin", "--ram", "32") as sim, SimLink(sim.path) as lk:
+        lk.hello()
+        n = 128
+        size = mi.image_size(N_IN, n, N_OUT, False)
+        refused = lk.request(
+            MsgType.DEPLOY_BEGIN, {"len": size, "sha256": b"\0" * 32, "shape": [N_IN, n, N_OUT]}
+        )
+        assert error_code(refused) == "TOO_LARGE"
+        fits = mi.largest_hidden(32 * 1024 - mi.FIRMWARE_RESERVED, N_IN, N_OUT)
+        assert (
+            f"N <= {fits} fits" in refused.payload["msg"] and refused.payload["max_hidden"] == fits
+        )
+
+
+def test_reset_device_replies_first_then_boots_with_a_new_epoch(link: SimLink) -> None:
+    epoch = link.hello().epoch
+    reply = link.request(MsgType.RESET, {"what": "device"})
+    assert reply.payload == {"what": "device"} and reply.epoch == epoch
+    again = link.hello()
+    assert again.epoch == (epoch + 1) & 0xFF
+    assert any(f.epoch == again.epoch for f in link.unsolicited)
+    assert error_code(link.request(MsgType.RESET, {"what": "everything"})) == "BAD_ARGS"
+
+
+def test_restart_keeps_a_committed_model_and_reverts_a_pending_one(sim, link: SimLink) -> None:
+    m1, m2 = image(seed=1), image(seed=2)
+    link.deploy(m1, shape=SHAPE)
+    link.close()
+    sim.kill()  # kill -9
+    sim.restart()
+    with SimLink(sim.path) as lk:
+        hello = lk.hello()
+        assert hello.payload["model_hash"] == mi.sha256(m1) and hello.epoch == 2
+        lk.deploy(m2, shape=SHAPE, confirm=False)
+        assert lk.hello().payload["model_state"] == "pending"
+    sim.kill()
+    sim.restart()
+    with SimLink(sim.path) as lk:
+        hello = lk.hello().payload
+        assert hello["model_hash"] == mi.sha256(m1) and hello["model_state"] == "confirmed"
+
+
+def test_save_model_commits_the_learned_weights(sim, link: SimLink) -> None:
+    img = image()
+    link.deploy(img, shape=SHAPE)
+    U, Y = data(16)
+    link.ok(MsgType.STEP, step_payload(0, U, Y))
+    saved = link.ok(MsgType.SAVE_MODEL, {})
+    ref = local_net(img)
+    for t in range(16):
+        ref.step(U[t], Y[t], True)
+    learned = mi.build(ref.A, ref.R, ref.B, ref.D, ref.hyper)
+    assert saved["model_hash"] == mi.sha256(learned) != mi.sha256(img)
+    link.close()
+    sim.stop()
+    sim.restart()
+    with SimLink(sim.path) as lk:
+        assert lk.hello().payload["model_hash"] == mi.sha256(learned)
+
+
+def test_reward_variant_over_the_wire_equals_learning_with_targets(link: SimLink) -> None:
+    img = image()
+    link.deploy(img, shape=SHAPE)
+    ref = local_net(img)
+    U, Y = data(12)
+    for t in range(12):
+        out = link.ok(MsgType.STEP, step_payload(t, U[t : t + 1], None))
+        y1 = unpack_array(out["y_hat"], "int32", (1, N_OUT)).astype(np.int64)
+        y2 = unpack_array(out["y_hat_2"], "int32", (1, N_OUT)).astype(np.int64)
+        e1, e2 = y1 - Y[t], y2 - Y[t]
+        dl = int((e2 * e2).sum() // N_OUT - (e1 * e1).sum() // N_OUT)
+        link.send(MsgType.REWARD, {"t": t, "dl": dl}, flags=Flags.NOREPLY)
+        link.send(MsgType.REWARD, {"t": t, "dl": dl}, flags=Flags.NOREPLY)  # idempotent
+        ref.step(U[t], Y[t], True)
+    stats = link.ok(MsgType.STATS, {})
+    assert stats["rewards"] == 12 and stats["missed_rewards"] == 12
+    live = link.ok(MsgType.GET_MODEL, {"off": 0, "len": 1900})["data"]
+    assert live == mi.build(ref.A, ref.R, ref.B, ref.D, ref.hyper)[:1900]
+
+
+def test_state_export_import_and_predict(link: SimLink) -> None:
+    img = image()
+    link.deploy(img, shape=SHAPE)
+    link.ok(MsgType.SET_MODE, {"batch": 2, "seed": 5})
+    U, Y = data(10, batch=2)
+    link.ok(MsgType.STEP, step_payload(0, U[:5], Y[:5]))
+    state = link.ok(MsgType.STATE_GET, {})
+    assert state["batch"] == 2 and len(state["xh1"]) == 4 * 2 * N
+    rest = link.ok(MsgType.STEP, step_payload(5, U[5:], Y[5:]))
+    link.ok(MsgType.STATE_SET, state)
+    link.ok(MsgType.RESET, {"what": "state"})
+    link.ok(MsgType.STATE_SET, state)
+    # Rewind the weights too: reload from flash, then restore the state.
+    link.ok(MsgType.RESET, {"what": "model"})
+    link.ok(MsgType.SET_MODE, {"batch": 2, "seed": 5})
+    link.ok(MsgType.STEP, step_payload(0, U[:5], Y[:5]))
+    link.ok(MsgType.STATE_SET, state)
+    again = link.ok(MsgType.STEP, step_payload(5, U[5:], Y[5:]))
+    assert again["y_hat"] == rest["y_hat"] and again["loss_1"] == rest["loss_1"]
+    P = quantise_array(np.random.default_rng(3).standard_normal((6, 3, N_IN)), A_FRAC)
+    pred = link.ok(MsgType.PREDICT, {"x": pack_array(P.reshape(-1), "int32"), "batch": 3})
+    y = unpack_array(pred["y_hat"], "int32", (6, 3, N_OUT))
+    assert y.shape == (6, 3, N_OUT)
+    wrong = link.request(MsgType.STEP, {"t": 0, "x": b"\0" * 4, "y": None})
+    assert error_code(wrong) == "BAD_ARGS" and "bytes" in wrong.payload["msg"]
+
+
+def test_no_model_errors(link: SimLink) -> None:
+    U, Y = data(1)
+    assert error_code(link.request(MsgType.STEP, step_payload(0, U, Y))) == "NO_MODEL"
+    assert error_code(link.request(MsgType.SAVE_MODEL, {})) == "NO_MODEL"
+    assert ErrorCode.NO_MODEL.name == "NO_MODEL"
+
+
+def test_baud_throttles_output(tmp_path: Path) -> None:
+    with start_simulator(tmp_path / "f.bin", "--baud", "20000") as sim, SimLink(sim.path) as lk:
+        lk.hello()
+        lk.deploy(image(n=24), shape=[N_IN, 24, N_OUT])
+        t0 = time.monotonic()
+        for off in range(0, 1900, 950):
+            lk.ok(MsgType.GET_MODEL, {"off": off, "len": 950})
+        # ~2 KB at 2000 bytes/s
+        assert time.monotonic() - t0 > 0.8
+
+
+def test_seq_wraps_around_and_the_cache_keys_on_content(link: SimLink) -> None:
+    for seq in (0xFFFE, 0xFFFF, 0, 1):
+        reply = link.request(MsgType.PING, {"n": seq}, seq=seq)
+        assert reply.seq == seq and not reply.is_error
+    # seq 0xFFFF again with the same content: from the cache (no second execution).
+    before = link.ok(MsgType.STATS, {})["duplicates"]
+    assert link.request(MsgType.PING, {"n": 0xFFFF}, seq=0xFFFF).seq == 0xFFFF
+    assert link.ok(MsgType.STATS, {})["duplicates"] == before + 1

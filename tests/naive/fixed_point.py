@@ -1,0 +1,214 @@
+"""A C-style transcription of the firmware's arithmetic, written from docs/protocol.md §6.
+
+Scalar loops over Python ints, in the order a C loop would run, with every intermediate
+checked against the C type it would have (int32 for stored values, int64 for accumulators
+and products, uint32 for the generator). Python ints never wrap, so a value that would
+overflow in C raises here instead of silently wrapping as NumPy's int64 would: equality with
+:class:`twinpass.firmware_sim.fixed_point.FixedNet` then shows both that the vectorised
+simulator computes what the document says and that the document's bounds hold.
+"""
+
+from __future__ import annotations
+
+import math
+
+I64 = 1 << 63
+I32 = 1 << 31
+M32 = 0xFFFFFFFF
+
+
+class Overflow(AssertionError):
+    pass
+
+
+def c64(v: int) -> int:
+    if not -I64 <= v < I64:
+        raise Overflow(f"int64 overflow: {v}")
+    return v
+
+
+def c32(v: int) -> int:
+    if not -I32 <= v < I32:
+        raise Overflow(f"int32 overflow: {v}")
+    return v
+
+
+def rsr(v: int, s: int) -> int:
+    return c64(c64(v + (1 << (s - 1))) >> s)
+
+
+def sat(v: int, lim: int) -> int:
+    return -lim if v < -lim else lim if v > lim else v
+
+
+def sat32(v: int) -> int:
+    return -I32 if v < -I32 else I32 - 1 if v > I32 - 1 else v
+
+
+def div(n: int, d: int) -> int:
+    """C99 truncating division, 0 when d == 0."""
+    if d == 0:
+        return 0
+    q = abs(n) // abs(d)
+    return q if (n >= 0) == (d > 0) else -q
+
+
+def lowbias32(x: int) -> int:
+    x &= M32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & M32
+    x ^= x >> 16
+    return x
+
+
+TANH = [math.floor(math.tanh(k / 128.0) * 65536 + 0.5) for k in range(1025)]
+
+
+def tanh_q16(a: int) -> int:
+    m = abs(a)
+    if m >= 8 << 16:
+        y = 65536
+    else:
+        i, f = m >> 9, m & 511
+        y = TANH[i] + (((TANH[i + 1] - TANH[i]) * f + 256) >> 9)
+    return -y if a < 0 else y
+
+
+class CNet:
+    """One device: weights as lists of lists of ints, both replicas, the generator."""
+
+    def __init__(self, A, R, B, D, hyper, batch: int, seed: int) -> None:
+        self.A = [[int(v) for v in row] for row in A]
+        self.R = [[int(v) for v in row] for row in R]
+        self.B = [[int(v) for v in row] for row in B]
+        self.D = None if D is None else [[int(v) for v in row] for row in D]
+        self.h = hyper
+        self.nb = batch
+        self.n = len(self.R)
+        self.n_in = len(self.A[0])
+        self.n_out = len(self.B)
+        self.key = lowbias32(seed ^ 0x9E3779B9)
+        self.p = 0
+        self.counter = 0
+        self.xh1 = [[0] * self.n for _ in range(batch)]
+        self.xh2 = [[0] * self.n for _ in range(batch)]
+
+    def word(self, p: int) -> int:
+        return lowbias32(lowbias32((p & M32) ^ self.key) ^ ((p >> 32) & M32))
+
+    def sample(self) -> int:
+        w0, w1 = self.word(self.p), self.word(self.p + 1)
+        self.p += 2
+        g = (w0 & 0xFFFF) + (w0 >> 16) + (w1 & 0xFFFF) + (w1 >> 16) - 131070
+        return rsr(c64(c64(g * 113512) * self.h.sigma_q), 32)
+
+    def hidden(self, x: list[int]) -> list[int]:
+        if self.D is None:
+            return x
+        return [sat(rsr(self._dot(self.D[i], x), 24), 1 << 20) for i in range(self.n)]
+
+    @staticmethod
+    def _dot(row: list[int], v: list[int], acc: int = 0) -> int:
+        for w, x in zip(row, v, strict=True):
+            acc = c64(acc + c64(w * x))
+        return acc
+
+    def step(self, U: list[list[int]], Y: list[list[int]], learn: bool):
+        h, nb, n, no = self.h, self.nb, self.n, self.n_out
+        xi2 = [[self.sample() for _ in range(n)] for _ in range(nb)]
+        z2 = [[self.sample() for _ in range(no)] for _ in range(nb)]
+        if h.two_noisy:
+            xi1 = [[self.sample() for _ in range(n)] for _ in range(nb)]
+            z1 = [[self.sample() for _ in range(no)] for _ in range(nb)]
+        else:
+            xi1 = [[0] * n for _ in range(nb)]
+            z1 = [[0] * no for _ in range(nb)]
+        if h.resync_every and self.counter % h.resync_every == 0:
+            self.xh2 = [row[:] for row in self.xh1]
+        U = [[sat(v, 1 << 23) for v in row] for row in U]
+        Y = [[sat(v, 1 << 23) for v in row] for row in Y]
+        xp = [[], []]
+        xhn = [[], []]
+        bo = [[], []]
+        for s in range(nb):
+            for r, (xh, xi, z) in enumerate(((self.xh1, xi1, z1), (self.xh2, xi2, z2))):
+                a = [
+                    sat32(rsr(self._dot(self.R[i], xh[s], self._dot(self.A[i], U[s])), 24))
+                    for i in range(n)
+                ]
+                p = [c32(sat32(a[i] + xi[s][i])) for i in range(n)]
+                x = self.hidden([tanh_q16(v) for v in p])
+                b = [
+                    c32(sat32(sat32(rsr(self._dot(self.B[o], x), 24)) + z[s][o])) for o in range(no)
+                ]
+                xp[r].append(p)
+                xhn[r].append(x)
+                bo[r].append(b)
+        losses = [[], []]
+        for r in range(2):
+            for s in range(nb):
+                tot = 0
+                for o in range(no):
+                    e = sat(bo[r][s][o] - Y[s][o], 1 << 23)
+                    tot = c64(tot + e * e)
+                losses[r].append(tot // no)
+        if learn:
+            self._update(losses, xp, bo, U, xhn[0])
+        self.xh1, self.xh2 = xhn[0], xhn[1]
+        self.counter += 1
+        if learn and h.decorrelation:
+            self._decorrelate(self.xh1)
+        return bo[0], sum(losses[0]) // nb, sum(losses[1]) // nb
+
+    def _update(self, losses, xp, bo, U, xh_new) -> None:
+        h, nb, n, no = self.h, self.nb, self.n, self.n_out
+        lg = min(rsr(h.lr_q * h.gain_q, 24), 1 << 24)
+        kh, ko = [], []
+        for s in range(nb):
+            dl = sat(losses[1][s] - losses[0][s], 1 << 38)
+            da = [sat(xp[1][s][i] - xp[0][s][i], 1 << 23) for i in range(n)]
+            db = [sat(bo[1][s][o] - bo[0][s][o], 1 << 23) for o in range(no)]
+            nda = min(sum(v * v for v in da), 1 << 56)
+            ndb = min(sum(v * v for v in db), 1 << 56)
+            g = sat(div(c64(dl * lg), c64(nda * nb)), 1 << 38)
+            kh.append([sat(rsr(c64(g * v), 8), 1 << 33) for v in da])
+            lgo = lg
+            if h.output_cap:
+                nx = c64(sum(v * v for v in xh_new[s]))
+                if nx > 0:
+                    lgo = min(lg, div(1 << 55, nx))
+            go = sat(div(c64(dl * lgo), c64(ndb * nb)), 1 << 38)
+            ko.append([sat(rsr(c64(go * v), 8), 1 << 33) for v in db])
+
+        def apply(W, k, pre, rows, cols):
+            for i in range(rows):
+                for j in range(cols):
+                    acc = 0
+                    for s in range(nb):
+                        acc = c64(acc + c64(k[s][i] * pre[s][j]))
+                    W[i][j] = sat32(W[i][j] - rsr(acc, 24))
+
+        apply(self.A, kh, U, n, self.n_in)
+        apply(self.R, kh, self.xh1, n, n)
+        apply(self.B, ko, xh_new, no, n)
+
+    def _decorrelate(self, xh) -> None:
+        nb, n, D = self.nb, self.n, self.D
+        eps_nb = self.h.eps_q // nb
+        tmp = [
+            [sat(rsr(sum(c64(xh[s][i] * D[i][j]) for i in range(n)), 24), 1 << 24)
+             for j in range(n)]
+            for s in range(nb)
+        ]  # fmt: skip
+        q = [rsr(sum(xh[s][i] ** 2 for s in range(nb)), 16) for i in range(n)]
+        new = [[0] * n for _ in range(n)]
+        for i in range(n):
+            for j in range(n):
+                m = c64(
+                    c64(sum(c64(xh[s][i] * tmp[s][j]) for s in range(nb)) * 256) - q[i] * D[i][j]
+                )
+                m24 = sat(rsr(m, 16), 1 << 30)
+                new[i][j] = sat32(D[i][j] - rsr(c64(eps_nb * m24), 32))
+        self.D = new
