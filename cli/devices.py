@@ -27,9 +27,14 @@ def info_record(info: DeviceInfo) -> dict[str, Any]:
 
 def info_row(info: DeviceInfo) -> list[str]:
     """A backend's info as table cells."""
+    presets = info.extra.get("presets")
+    description = info.description
+    if presets:
+        # Names only; what each preset is, is in `twinpass devices --json`.
+        description += "; presets: " + ", ".join(presets)
     return [
         info.name,
-        info.description,
+        description,
         ", ".join(info.rules),
         ", ".join(info.dtypes),
         "yes" if info.exact else "no",
@@ -47,8 +52,9 @@ def devices(as_json: bool) -> None:
     """List the available device backends and their capabilities.
 
     A backend is chosen by a spec NAME[:OPTION], e.g. host or host:float64 (the host
-    backend's option is its dtype). "exact" means arithmetic equal to the float reference:
-    no device noise or quantisation.
+    backend's option is its dtype) or analog:pcm (the analog backend's option is its
+    preset: pcm, rram or ideal; --noise-scale scales its noise). "exact" means
+    arithmetic equal to the float reference: no device noise or quantisation.
     """
     infos = backend_infos()
     if as_json:

@@ -7,6 +7,9 @@ from typing import Any
 
 import click
 
+from twinpass.devices.base import Device
+from twinpass.devices.registry import make_device, parse_spec
+from twinpass.kernels.errors import ConfigError
 from twinpass.runtime.config import RULES, RuleConfig
 
 _DEFAULT = RuleConfig()
@@ -150,3 +153,72 @@ def rule_config_from_options(opts: dict[str, Any]) -> RuleConfig:
             fields.pop("bptt_window")
         return RuleConfig.reference(o["rule"], **fields)
     return RuleConfig(rule=o["rule"], **fields)
+
+
+#: The parameter names that :func:`device_options` adds.
+DEVICE_OPTION_NAMES = ("device", "noise_scale", "analog_update")
+
+
+def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add --device, --noise-scale and --analog-update to a click command."""
+    options = [
+        click.option(
+            "--device",
+            default="host",
+            show_default=True,
+            help="Where the network learns: host, host:float64, analog[:pcm|rram|ideal] "
+            "(a simulated noisy crossbar), serial:PORT (a microcontroller), or hil (the "
+            "firmware simulator, started for the run); see `twinpass devices`.",
+        ),
+        click.option(
+            "--noise-scale",
+            type=float,
+            default=None,
+            help="analog: multiply every noise of the preset (0 = noiseless) [default: 1].",
+        ),
+        click.option(
+            "--analog-update",
+            type=click.Choice(["mixed", "stochastic"]),
+            default=None,
+            help="analog: mixed-precision accumulate-and-transfer, or stochastic pulses "
+            "[default: mixed].",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def device_from_options(
+    spec: str, noise_scale: float | None, analog_update: str | None, dtype: str
+) -> tuple[Device, str]:
+    """The device the options describe and the dtype to compute in.
+
+    Raises ConfigError (a one-line message on the command line) for a bad spec or an
+    option that does not fit the device.
+    """
+    name, option = parse_spec(spec)
+    kw: dict[str, Any] = {}
+    if name != "analog":
+        for flag, value in (("--noise-scale", noise_scale), ("--analog-update", analog_update)):
+            if value is not None:
+                raise ConfigError(f"{flag} is for the analog device, not {name}")
+    else:
+        if noise_scale is not None:
+            kw["noise_scale"] = noise_scale
+        if analog_update is not None:
+            kw["update"] = analog_update
+    if name == "host":
+        if option is None:
+            kw["dtype"] = dtype
+        else:
+            dtype = option
+    elif dtype != "float32":
+        raise ConfigError(f"the {name} device computes in float32, not {dtype}")
+    device = make_device(spec, **kw)
+    return device, dtype
+
+
+def device_spec_record(spec: str, noise_scale: float | None, analog_update: str | None) -> dict:
+    """What a run records of its device, enough to make the same device again."""
+    return {"spec": spec, "noise_scale": noise_scale, "analog_update": analog_update}

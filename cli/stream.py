@@ -29,28 +29,19 @@ from twinpass.runtime.streaming import (
 from .display import Reporter
 from .options import (
     RULE_OPTION_NAMES,
+    device_from_options,
+    device_options,
+    device_spec_record,
     dtype_option,
     is_explicit,
     rule_config_from_options,
     rule_options,
 )
 
-DEVICES = ("host",)
-"""Devices that exist now; analog, serial and hil arrive with their own issues."""
-
 MACKEY_GLASS_STEPS = 20_000
 """Default length of the built-in stream (the other sources run until they end)."""
 
 DEFAULT_CHECKPOINT_EVERY = 10_000
-
-
-def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if value not in DEVICES:
-        raise click.BadParameter(
-            f"{value!r} is not available: the devices that exist now are "
-            f"{', '.join(DEVICES)} (analog, serial and hil are not implemented yet)"
-        )
-    return value
 
 
 def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
@@ -78,13 +69,7 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option("--target", default=None, help="Column to predict (needed if several are numeric).")
 @click.option("--horizon", type=click.IntRange(1), default=1, show_default=True, help="Rows ahead.")
-@click.option(
-    "--device",
-    default="host",
-    show_default=True,
-    callback=_device,
-    help=f"Where the network runs; available now: {', '.join(DEVICES)}.",
-)
+@device_options
 @rule_options
 @click.option(
     "--hidden", "-N", type=click.IntRange(1), default=100, show_default=True, help="Hidden units."
@@ -164,6 +149,8 @@ def stream(
     target: str | None,
     horizon: int,
     device: str,
+    noise_scale: float | None,
+    analog_update: str | None,
     hidden: int,
     seed: int,
     dtype: str,
@@ -219,9 +206,25 @@ def stream(
     resuming = resume and os.path.exists(checkpoint or "")
     forecaster: StreamForecaster | None = None
     source_state = None
+    dev_record = device_spec_record(device, noise_scale, analog_update)
     if resuming:
         assert checkpoint is not None
-        forecaster, run_meta = StreamForecaster.load(checkpoint)
+        saved_dev = _saved_device(checkpoint)
+        given = [k for k in ("device", "noise_scale", "analog_update") if is_explicit(ctx, k)]
+        if given and saved_dev != dev_record:
+            raise click.UsageError(
+                f"the checkpoint was made on the device {saved_dev}: drop --device, "
+                "--noise-scale and --analog-update to continue it"
+            )
+        dev_record = saved_dev
+        dev, _ = device_from_options(
+            saved_dev["spec"], saved_dev["noise_scale"], saved_dev["analog_update"], dtype
+        )
+        # Closed when the command ends, whichever way (the end of the source, an error, the
+        # checkpoint after SIGINT/SIGTERM): Click closes the context on every exit path, after
+        # the summary has been printed. A serial device holds a port and a reader thread.
+        ctx.call_on_close(dev.close)
+        forecaster, run_meta = StreamForecaster.load(checkpoint, device=dev)
         saved = run_meta.get("config", {})
         source_state = run_meta.get("source")
         _check_resume(ctx, saved, source, columns, target, horizon, hidden, seed, dtype, config)
@@ -252,6 +255,8 @@ def stream(
                 return
             cols = src.columns
             if forecaster is None:
+                dev, dtype = device_from_options(device, noise_scale, analog_update, dtype)
+                ctx.call_on_close(dev.close)  # as above: on every exit path
                 forecaster = StreamForecaster(
                     len(cols),
                     horizon=horizon,
@@ -261,6 +266,7 @@ def stream(
                     dtype=dtype,
                     ema_alpha=DEFAULT_ALPHA,
                     metrics_every=metrics_every,
+                    device=dev,
                 )
             elif len(cols) != forecaster.n_inputs:  # pragma: no cover - layout is saved
                 raise click.UsageError("the checkpoint's columns do not match the source")
@@ -277,7 +283,8 @@ def stream(
                 "dtype": learner.dtype,
                 "rule": learner.config.to_dict(),
                 "rule_name": learner.config.name,
-                "device": device,
+                "device": dev_record["spec"],
+                "device_spec": dev_record,
                 "metrics_every": forecaster.metrics.every,
                 "ema_alpha": forecaster.metrics.alpha,
             }
@@ -379,7 +386,7 @@ def _intro(
     report.line(
         f"{ln.config.name} N={ln.n_hidden} on {src.name}: predicting {cols[-1]!r} "
         f"{f.horizon} row{'s' if f.horizon > 1 else ''} ahead; other inputs: {inputs}; "
-        f"lr={ln.config.lr:g}, seed={ln.seed}, device host",
+        f"lr={ln.config.lr:g}, seed={ln.seed}, device {ln.device.info().name}",
     )
     if src.non_numeric:
         report.line(f"left out (not numeric): {', '.join(src.non_numeric)}")
@@ -432,6 +439,17 @@ def _summarise(report: Reporter, s: dict[str, Any], rule_name: str, hidden: int)
         )
     else:
         report.line(f"stopped by {stopped}")
+
+
+def _saved_device(path: str) -> dict[str, Any]:
+    """The device a stream checkpoint was made on (older ones: the host)."""
+    from twinpass.runtime.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(path).meta
+    rec = meta.get("user", {}).get("run", {}).get("config", {}).get("device_spec")
+    if rec is None:
+        return device_spec_record(str(meta.get("device", "host")), None, None)
+    return dict(rec)
 
 
 def _check_resume(

@@ -18,6 +18,9 @@ from twinpass.runtime.training import EpochRecord, evaluate, train_epoch
 from .display import Reporter
 from .options import (
     RULE_OPTION_NAMES,
+    device_from_options,
+    device_options,
+    device_spec_record,
     dtype_option,
     is_explicit,
     rule_config_from_options,
@@ -94,6 +97,7 @@ def _task_kwargs(task: str, data: str | None, horizon: int | None, pairing: str)
     "reference code does (recall).",
 )
 @dtype_option
+@device_options
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False),
@@ -122,6 +126,9 @@ def train(
     horizon: int | None,
     pairing: str,
     dtype: str,
+    device: str,
+    noise_scale: float | None,
+    analog_update: str | None,
     checkpoint: str | None,
     resume: bool,
     json_out: str | None,
@@ -138,6 +145,7 @@ def train(
       twinpass train --task mackey-glass --rule anp --hidden 100 --epochs 20
       twinpass train --task copy --rule anp --decorrelation --epochs 50
       twinpass train --task weather --data WTH.csv --horizon 24 --rule bp --window 20
+      twinpass train --device analog:pcm --noise-scale 2 --epochs 5
     """
     if resume and checkpoint is None:
         raise click.UsageError("--resume needs --checkpoint FILE")
@@ -145,9 +153,23 @@ def train(
     report = Reporter(quiet=quiet)
     records: list[EpochRecord] = []
     if resume and Path(checkpoint).exists():  # type: ignore[arg-type]
-        learner, user = OnlineLearner.load(checkpoint)  # type: ignore[arg-type]
-        saved = user.get("config", {})
         explicit = _explicit_options()
+        saved_dev = _saved_device(checkpoint)  # type: ignore[arg-type]
+        if explicit & {"device", "noise_scale", "analog_update"} and saved_dev != (
+            device_spec_record(device, noise_scale, analog_update)
+        ):
+            raise click.UsageError(
+                f"--resume continues the checkpoint's run on its device {saved_dev}: drop "
+                "--device/--noise-scale/--analog-update, or start a new run"
+            )
+        dev, _ = device_from_options(
+            saved_dev["spec"], saved_dev["noise_scale"], saved_dev["analog_update"], dtype
+        )
+        # Closed when the command ends, whichever way (return, error, Ctrl-C): Click closes
+        # the context on every exit path. A serial device holds a port and a reader thread.
+        click.get_current_context().call_on_close(dev.close)
+        learner, user = OnlineLearner.load(checkpoint, device=dev)  # type: ignore[arg-type]
+        saved = user.get("config", {})
         # What was not given now comes from the checkpoint; what was given must agree.
         if "task" not in explicit:
             task = saved.get("task", task)
@@ -168,9 +190,19 @@ def train(
                 f"sequence(s) of {the_task.name}",
                 param_hint="--batch",
             )
+        dev, dtype = device_from_options(device, noise_scale, analog_update, dtype)
+        click.get_current_context().call_on_close(dev.close)  # as above: on every exit path
         learner = OnlineLearner(
-            the_task.n_in, the_task.n_out, hidden, config, batch=batch, seed=seed, dtype=dtype
+            the_task.n_in,
+            the_task.n_out,
+            hidden,
+            config,
+            batch=batch,
+            seed=seed,
+            dtype=dtype,
+            device=dev,
         )
+        saved_dev = device_spec_record(device, noise_scale, analog_update)
     run_config = {
         "task": the_task.name,
         "task_params": the_task.metadata.get("params", {}),
@@ -182,11 +214,12 @@ def train(
         "batch": learner.batch,
         "dtype": learner.dtype,
         "device": learner.device.info().name,
+        "device_spec": saved_dev,
     }
     report.line(
         f"{learner.config.name} on {the_task.name}: N={learner.n_hidden}, "
         f"lr={learner.config.lr:g}, sigma={learner.config.sigma:g}, seed={learner.seed}, "
-        f"{epochs} epochs"
+        f"{epochs} epochs, device {device if not resume else saved_dev['spec']}"
     )
     t0 = time.perf_counter()
     if not records:
@@ -227,6 +260,17 @@ def train(
             json_out,
             {"config": run_config, "epochs": [r.to_dict() for r in records], "wall_s": wall},
         )
+
+
+def _saved_device(path: str) -> dict[str, Any]:
+    """The device a checkpoint was made on (checkpoints from before devices: the host)."""
+    from twinpass.runtime.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(path).meta
+    rec = meta.get("user", {}).get("config", {}).get("device_spec")
+    if rec is None:
+        return device_spec_record(str(meta.get("device", "host")), None, None)
+    return dict(rec)
 
 
 def _explicit_options() -> set[str]:

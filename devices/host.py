@@ -246,10 +246,17 @@ class HostDevice:
         return self._params
 
     def _as_block(self, name: str, arr: np.ndarray, nb: int, width: int) -> np.ndarray:
-        """Inputs in the device dtype and layout; a copy when converting, never modified."""
-        if not isinstance(arr, np.ndarray) or arr.ndim != 3:
-            raise ShapeError(f"{name} must be a 3-d array shaped (T, batch, {width})")
-        if not np.issubdtype(arr.dtype, np.floating):
-            raise ShapeError(f"{name} must hold floats, got dtype {arr.dtype}")
-        out = np.ascontiguousarray(arr, dtype=self.dtype)
-        return check_array(name, out, (arr.shape[0], nb, width), self.dtype)
+        return as_block(name, arr, nb, width, self.dtype)
+
+
+def as_block(name: str, arr: np.ndarray, nb: int, width: int, dtype: np.dtype) -> np.ndarray:
+    """Inputs in the device dtype and layout; a copy when converting, never modified.
+
+    Shared by the backends that compute on this machine (host, analog).
+    """
+    if not isinstance(arr, np.ndarray) or arr.ndim != 3:
+        raise ShapeError(f"{name} must be a 3-d array shaped (T, batch, {width})")
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise ShapeError(f"{name} must hold floats, got dtype {arr.dtype}")
+    out = np.ascontiguousarray(arr, dtype=dtype)
+    return check_array(name, out, (arr.shape[0], nb, width), dtype)

@@ -113,6 +113,53 @@ def _mean_losses(b1, b2, ystar):
 
 
 @njit(inline="always")
+def update_coefficients(
+    rule, b, xp1, xp2, b1, b2, xi1, xi2, zeta1, zeta2, xhn1, ystar,
+    gain, sigma, lr, out_cap, ch, co,
+):  # fmt: skip
+    """Stream b's coefficient vectors of the ANP or NP update: ``ch[b]`` (hidden), ``co[b]``.
+
+    The one place where the rules of DESIGN.md §3 are written; the host kernel and the
+    analog kernel (:mod:`.analog`) both call it. ANP reads only measured quantities: the
+    replicas' pre-activations ``xp`` (noise included) and outputs ``b``; NP reads its own
+    noise samples ``xi``, ``zeta``. ``xhn1`` is replica 1's state after this step (for the
+    output cap). The update is then ``W -= lr * c ⊗ presynaptic``.
+    """
+    n = xp1.shape[1]
+    n_out = b1.shape[1]
+    dl = _stream_loss(b2, ystar, b) - _stream_loss(b1, ystar, b)
+    if rule == RULE_ANP:
+        nda = 0.0
+        for i in range(n):
+            d = np.float64(xp2[b, i]) - xp1[b, i]
+            nda += d * d
+        # ‖δa‖² = 0 happens (identical replicas): no information, no update.
+        kh = gain * dl / nda if nda > 0.0 else 0.0
+        for i in range(n):
+            ch[b, i] = kh * (np.float64(xp2[b, i]) - xp1[b, i])
+        ndb = 0.0
+        for o in range(n_out):
+            d = np.float64(b2[b, o]) - b1[b, o]
+            ndb += d * d
+        ko = gain * dl / ndb if ndb > 0.0 else 0.0
+        if out_cap:
+            nx = 0.0
+            for j in range(n):
+                nx += np.float64(xhn1[b, j]) * xhn1[b, j]
+            g = lr * gain * nx
+            if g > 0.5:
+                ko *= 0.5 / g
+        for o in range(n_out):
+            co[b, o] = ko * (np.float64(b2[b, o]) - b1[b, o])
+    else:
+        k = dl / sigma
+        for i in range(n):
+            ch[b, i] = k * (np.float64(xi2[b, i]) - xi1[b, i])
+        for o in range(n_out):
+            co[b, o] = k * (np.float64(zeta2[b, o]) - zeta1[b, o])
+
+
+@njit(inline="always")
 def _update_small(M, c, p, scale):
     """Immediate update of a small matrix (A or B): M -= scale * sum_b c[b] ⊗ p[b].
 
@@ -233,36 +280,10 @@ def perturbation_block(
 
         # Coefficient vectors of the update, per stream.
         for b in range(nb):
-            dl = _stream_loss(b2, Y[s], b) - _stream_loss(b1, Y[s], b)
-            if rule == RULE_ANP:
-                nda = 0.0
-                for i in range(n):
-                    d = np.float64(xp2[b, i]) - xp1[b, i]
-                    nda += d * d
-                # ‖δa‖² = 0 happens (identical replicas): no information, no update.
-                kh = gain * dl / nda if nda > 0.0 else 0.0
-                for i in range(n):
-                    ch[b, i] = kh * (np.float64(xp2[b, i]) - xp1[b, i])
-                ndb = 0.0
-                for o in range(b1.shape[1]):
-                    d = np.float64(b2[b, o]) - b1[b, o]
-                    ndb += d * d
-                ko = gain * dl / ndb if ndb > 0.0 else 0.0
-                if out_cap:
-                    nx = 0.0
-                    for j in range(n):
-                        nx += np.float64(xhn1[b, j]) * xhn1[b, j]
-                    g = lr * gain * nx
-                    if g > 0.5:
-                        ko *= 0.5 / g
-                for o in range(b1.shape[1]):
-                    co[b, o] = ko * (np.float64(b2[b, o]) - b1[b, o])
-            else:
-                k = dl / sigma
-                for i in range(n):
-                    ch[b, i] = k * (np.float64(xi2[b, i]) - xi1[b, i])
-                for o in range(b1.shape[1]):
-                    co[b, o] = k * (np.float64(zeta2[b, o]) - zeta1[b, o])
+            update_coefficients(
+                rule, b, xp1, xp2, b1, b2, xi1, xi2, zeta1, zeta2, xhn1, Y[s],
+                gain, sigma, lr, out_cap, ch, co,
+            )  # fmt: skip
 
         _update_small(A, ch, u, lr_nb)
         _update_small(B, co, xhn1, lr_nb)

@@ -153,3 +153,24 @@ def new_rng_state(seed: int) -> np.ndarray:
     key = (key * 0x94D049BB133111EB) % 2**64
     key ^= key >> 31
     return np.array([key, 0], dtype=np.uint64)
+
+
+@njit(inline="always")
+def next_normal_inline(rng: np.ndarray) -> float:
+    """One standard normal from ``rng`` (one counter value; the pair's second is dropped).
+
+    For rare, data-dependent draws (a device pulse) where filling an array does not fit.
+    """
+    ctr = rng[1]
+    z0, _ = _normal_pair(_mix64(rng[0] + ctr * _GOLDEN))
+    rng[1] = ctr + np.uint64(1)
+    return z0
+
+
+@njit(inline="always")
+def next_uniform_inline(rng: np.ndarray) -> float:
+    """One uniform in (0, 1) from ``rng`` (one counter value, 53 random bits)."""
+    ctr = rng[1]
+    h = _mix64(rng[0] + ctr * _GOLDEN)
+    rng[1] = ctr + np.uint64(1)
+    return (np.float64(h >> np.uint64(11)) + 0.5) * (1.0 / 9007199254740992.0)

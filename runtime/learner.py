@@ -233,6 +233,13 @@ class OnlineLearner:
             raise CheckpointError(
                 f"{path}: not an OnlineLearner checkpoint (kind {m.get('kind')!r})"
             )
+        saved_on = m.get("device", "host")
+        given = "host" if device is None else device.info().name
+        if saved_on != given:
+            raise CheckpointError(
+                f"{path}: saved from the {saved_on!r} device, but resumed on {given!r}: "
+                f"pass device=make_device({saved_on!r}, ...) with the options it was made with"
+            )
         try:
             params = Params.from_arrays(
                 {k: ckpt.arrays[f"param.{k}"] for k in ("A", "R", "B", "D")}, m["dtype"]

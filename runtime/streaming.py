@@ -46,6 +46,7 @@ from typing import Any
 
 import numpy as np
 
+from twinpass.devices.base import Device
 from twinpass.kernels.errors import CheckpointError, ConfigError, DataError
 
 from .config import RuleConfig
@@ -97,6 +98,9 @@ class StreamForecaster:
         The network and its learning rule, as for :class:`OnlineLearner`.
     ema_alpha, metrics_every:
         EMA weight of the newest squared error; snapshot interval of the metrics.
+    device:
+        Where the model learns (default: the host); the frozen initial twin always runs on
+        the host, as a clean baseline.
     """
 
     def __init__(
@@ -110,6 +114,7 @@ class StreamForecaster:
         dtype: str = "float32",
         ema_alpha: float = DEFAULT_ALPHA,
         metrics_every: int = 100,
+        device: Device | None = None,
         _learner: OnlineLearner | None = None,
         _initial: Params | None = None,
     ) -> None:
@@ -118,7 +123,7 @@ class StreamForecaster:
         self.n_inputs = int(n_inputs)
         self.horizon = int(horizon)
         self.learner = _learner or OnlineLearner(
-            self.n_inputs, 1, n_hidden, config, seed=seed, dtype=dtype
+            self.n_inputs, 1, n_hidden, config, seed=seed, dtype=dtype, device=device
         )
         # A frozen twin of the initial network: same weights, never updated.
         ln = self.learner
@@ -216,9 +221,14 @@ class StreamForecaster:
         self.learner.save(path, {"stream": self.state(), "run": dict(meta or {})})
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> tuple[StreamForecaster, dict[str, Any]]:
-        """Resume from :meth:`save`; returns the forecaster and the ``meta`` saved with it."""
-        learner, user = OnlineLearner.load(path)
+    def load(
+        cls, path: str | os.PathLike[str], *, device: Device | None = None
+    ) -> tuple[StreamForecaster, dict[str, Any]]:
+        """Resume from :meth:`save`; returns the forecaster and the ``meta`` saved with it.
+
+        ``device``: a new device of the kind the checkpoint was made on (default: host).
+        """
+        learner, user = OnlineLearner.load(path, device=device)
         s = user.get("stream")
         if not isinstance(s, dict) or s.get("format") != _FORMAT:
             raise CheckpointError(f"{os.fspath(path)}: not a twinpass stream checkpoint")

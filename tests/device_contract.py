@@ -39,6 +39,13 @@ class BackendCase:
     dtype: the dtype the device computes in (its parameters and predictions).
     tol: 0 compares read-backs and fresh-device predictions bit for bit; a noisy backend
     gives the absolute tolerance its noise allows.
+    loss_atol: absolute tolerance of the losses against the MSE of the predictions; 0 for a
+    float backend, the target quantisation's share for a fixed-point one (its loss is that
+    of the quantised targets).
+    options: keyword options for :func:`make_device` (``noise_scale=0.05``).
+    learn_tol: the change of a weight that counts as learning in ten steps (default
+    ``tol``); a noisy backend whose read-back tolerance is larger than what NP or WP
+    learn in ten steps at lr 1e-3 sets it lower.
     known_bugs: ``test_name`` or ``test_name[param_id]`` -> reason: that test is expected to
     fail (strict xfail) on this case until the backend is fixed; the reason says the bug
     and the fix. Parameter ids must not contain "-" (pytest joins ids with it).
@@ -47,10 +54,13 @@ class BackendCase:
     spec: str
     dtype: str = "float32"
     tol: float = 0.0
+    loss_atol: float = 0.0
     known_bugs: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    learn_tol: float | None = None
 
     def make(self) -> Device:
-        return make_device(self.spec)
+        return make_device(self.spec, **self.options)
 
     @property
     def backend(self) -> str:
@@ -169,7 +179,9 @@ class DeviceContract:
             assert np.all(np.isfinite(loss))
         # loss1 is replica 1's loss: the MSE (over outputs and batch) of the predictions.
         err = res.predictions.astype(np.float64) - Y.astype(np.float64)
-        np.testing.assert_allclose(res.loss1, np.mean(err**2, axis=(1, 2)), rtol=1e-5)
+        np.testing.assert_allclose(
+            res.loss1, np.mean(err**2, axis=(1, 2)), rtol=1e-5, atol=case.loss_atol
+        )
         # predict takes any batch, whatever the learning batch is.
         for b in sorted({1, 4, batch, 3}):
             P, _ = block(T=7, batch=b, seed=2)
@@ -370,6 +382,9 @@ class DeviceContract:
     def test_inputs_and_targets_are_never_modified(
         self, case: BackendCase, new: Callable[..., Device], rule: RuleConfig
     ) -> None:
+        rules = new(load=False).info().rules
+        if rule.rule not in rules:  # a backend with fewer rules: the same check with its first
+            rule = rule.replace(rule=rules[0])
         dev = new(rule, batch=2)
         for dtype in (np.float32, np.float64):  # the device's dtype passed through, or not
             U, Y = block(T=20, batch=2, dtype=dtype)
@@ -441,7 +456,8 @@ class DeviceContract:
             assert res.applied == 10, name
             assert np.all(np.isfinite(res.loss1)) and np.all(np.isfinite(res.loss2)), name
             after = dev.read_model()
+            tol = case.tol if case.learn_tol is None else case.learn_tol
             for k in ("A", "R", "B"):
-                assert not same(after[k], before[k], case.tol), f"{name} did not learn {k}"
+                assert not same(after[k], before[k], tol), f"{name} did not learn {k}"
             # D is learned exactly when decorrelation is on.
-            assert same(after["D"], before["D"], case.tol) != decorrelation, name
+            assert same(after["D"], before["D"], tol) != decorrelation, name

@@ -372,10 +372,14 @@ def test_stdin_in_process(tmp_path) -> None:
     assert "<stdin>" in result.output
 
 
-def test_only_the_host_device_exists() -> None:
-    result = _stream("--device", "analog")
-    assert result.exit_code == 2
-    assert "the devices that exist now are host" in result.output
+def test_an_unknown_device_is_a_one_line_error() -> None:
+    result = _stream("--device", "quantum")
+    assert result.exit_code == 1
+    assert (
+        result.output.strip().splitlines()
+        == ["Error: unknown device 'quantum': available backends are analog, host"]
+        or "unknown device 'quantum'" in result.output.splitlines()[-1]
+    )
 
 
 @pytest.mark.parametrize(

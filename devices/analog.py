@@ -1,0 +1,370 @@
+"""The analog backend: a simulated noisy crossbar on which the network learns.
+
+A, R, B (and D when decorrelation is on) live as differential pairs of conductances in
+three tiles (hidden ``[A | R]``, output ``B``, decorrelation ``D``); every pass through
+them is noisy, and every update is a train of device pulses. The physical model, its
+parameters and their published sources: :mod:`.analog_model`; the compiled kernels:
+:mod:`twinpass.kernels.analog`.
+
+Learning on it:
+
+- ANP (and DANP) always run as **two noisy passes**: both replicas are passes through the
+  substrate, and ``dl``, ``da``, ``db`` are what the ADC measured. The rule's ``sigma``
+  adds digital node noise to both replicas on top (0 is allowed: the substrate's own noise
+  is then the only perturbation).
+- NP and WP get only what the hardware exposes: their own digital noise (node noise
+  added after the ADC; for WP a weight perturbation added to replica 2's analog sum), not
+  the substrate's, which corrupts their estimate. BP is not offered (no exact gradients).
+
+Time advances ``seconds_per_step`` per learning step (drift); :meth:`predict` passes are
+noisy too (their own generator) but take no time and change nothing of the learning state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from twinpass.kernels import analog as ka
+from twinpass.kernels.api import Dims, network_dims
+from twinpass.kernels.errors import ConfigError, DeviceError, ShapeError
+from twinpass.kernels.perturbation import RULE_ANP, RULE_NP
+from twinpass.kernels.rng import new_rng_state
+
+from .analog_model import PRESET_NOTES, PRESETS, UPDATE_MODES, AnalogParams, kernel_vector
+from .analog_model import preset as get_preset
+from .base import DeviceInfo, StepResult
+from .host import PARAM_NAMES, as_block
+
+RULES = ("anp", "np", "wp")
+RULE_CODES = {"anp": RULE_ANP, "np": RULE_NP, "wp": ka.RULE_WP}
+TILES = ("H", "O", "D")
+_STREAM_KEYS = (0, 0x5851F42D4C957F2D, 0x2545F4914F6CDD1D)
+
+
+def _rng_states(seed: int) -> np.ndarray:
+    """Three independent generator states (node, substrate, evaluation) from one seed."""
+    out = np.zeros((3, 2), np.uint64)
+    for k, salt in enumerate(_STREAM_KEYS):
+        st = new_rng_state(seed)
+        key = (int(st[0]) ^ salt) * 0x9E3779B97F4A7C15 % 2**64
+        key ^= key >> 29
+        out[k] = (key if k else int(st[0]), 0)
+    return out
+
+
+class _Tile:
+    """One crossbar tile: its weights as held, its devices, its accumulator, its scale."""
+
+    def __init__(self, rows: int, cols: int, active: bool) -> None:
+        r, c = (rows, cols) if active else (0, 0)
+        self.W = np.zeros((rows, cols), np.float32)
+        self.dev = np.zeros((r, c, 2, ka.N_FIELDS), np.float32)
+        self.tw = np.zeros((r, c, 2), np.int64)
+        self.chi = np.zeros((r, c), np.float32)
+        self.scale = np.ones(1)
+        self.active = active
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"W": self.W, "dev": self.dev, "tw": self.tw, "chi": self.chi, "scale": self.scale}
+
+
+class AnalogDevice:
+    """A simulated noisy analog crossbar (float32).
+
+    preset: ``pcm`` (default), ``rram`` or ``ideal`` (:data:`.analog_model.PRESETS`).
+    noise_scale: multiplies every stochastic magnitude of the preset (0: noiseless).
+    update: ``mixed``-precision accumulate-and-transfer (default: on PCM it learns where
+    stochastic pulses do not, see benchmarks/analog.py) or ``stochastic`` pulses.
+    overrides: any :class:`.analog_model.AnalogParams` field, e.g. ``drift_scale=0``,
+    applied to the preset before ``noise_scale``.
+    """
+
+    name = "analog"
+
+    def __init__(
+        self,
+        preset: str = "pcm",
+        noise_scale: float = 1.0,
+        update: str = "mixed",
+        **overrides: Any,
+    ) -> None:
+        self.preset = str(preset).strip().lower()
+        base = get_preset(self.preset)
+        if update not in UPDATE_MODES:
+            raise ConfigError(
+                f"unknown analog update mode {update!r}: choose {' or '.join(UPDATE_MODES)}"
+            )
+        try:
+            self.noise_scale = float(noise_scale)
+        except (TypeError, ValueError):
+            raise ConfigError(f"noise_scale must be a number, got {noise_scale!r}") from None
+        self.update = update
+        self.overrides = dict(overrides)
+        self.params: AnalogParams = base.with_overrides(**overrides).scaled(self.noise_scale)
+        self._prm = kernel_vector(self.params, stochastic=update == "stochastic")
+        self.dtype = np.dtype(np.float32)
+        self._closed = False
+        self._tiles: dict[str, _Tile] | None = None
+
+    def info(self) -> DeviceInfo:
+        return DeviceInfo(
+            name=self.name,
+            description=f"simulated noisy analog crossbar: preset {self.preset}, noise x"
+            f"{self.noise_scale:g}, {self.update} pulsed updates; ANP uses two noisy passes",
+            rules=RULES,
+            dtypes=("float32",),
+            exact=False,
+            extra={
+                "preset": self.preset,
+                "presets": {k: PRESET_NOTES[k] for k in PRESETS},
+                "noise_scale": self.noise_scale,
+                "update": self.update,
+                "update_modes": list(UPDATE_MODES),
+                "overrides": {k: v for k, v in sorted(self.overrides.items())},
+                "options": "analog[:PRESET], --noise-scale S",
+            },
+        )
+
+    # -- model ---------------------------------------------------------------------------
+
+    def load(
+        self,
+        params: Mapping[str, np.ndarray],
+        rule: Mapping[str, Any],
+        *,
+        batch: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self._check_open()
+        missing = [k for k in PARAM_NAMES if k not in params]
+        if missing:
+            raise ShapeError(f"model is missing parameter(s) {', '.join(missing)}")
+        if int(batch) < 1:
+            raise ConfigError(f"batch must be >= 1, got {batch}")
+        self._check_rule(rule)
+        A, R, B, D = (
+            np.ascontiguousarray(np.array(params[k], dtype=np.float32)) for k in PARAM_NAMES
+        )
+        dims = network_dims(A, R, B, D)
+        self._dims: Dims = dims
+        self._rule = dict(rule)
+        self._decor = bool(self._rule.get("decorrelation", False))
+        self._code = RULE_CODES[self._rule["rule"]]
+        gain = self._rule.get("gain")
+        self._gain = float(np.sqrt(dims.n_total)) if gain is None else float(gain)
+        self.batch = nb = int(batch)
+        n, n_in, n_out = dims.n_hidden, dims.n_in, dims.n_out
+        self._rngs = _rng_states(int(seed))
+        self._counters = np.zeros(3, np.int64)
+        tiles = {
+            "H": _Tile(n, n_in + n, True),
+            "O": _Tile(n_out, n, True),
+            "D": _Tile(n, n, self._decor),
+        }
+        targets = {"H": np.hstack([A, R]), "O": B, "D": D}
+        p = self.params
+        for key, tile in tiles.items():
+            if not tile.active:
+                tile.W[...] = D  # held digitally, never used without decorrelation
+                continue
+            m = float(np.max(np.abs(targets[key])))
+            if not np.isfinite(m):
+                raise ShapeError(f"model parameters of tile {key} are not finite")
+            tile.scale[0] = (p.headroom * m if m > 0 else 1.0) / p.span
+            ka.program_tile(
+                np.ascontiguousarray(targets[key]),
+                tile.dev,
+                tile.tw,
+                tile.W,
+                tile.scale[0],
+                self._prm,
+                self._rngs[ka.R_SUB],
+                0,
+            )
+        self._tiles = tiles
+        self._xh1 = np.zeros((nb, n), np.float32)
+        self._xh2 = np.zeros((nb, n), np.float32)
+        self._xh_eval = np.zeros((nb, n), np.float32)
+        wp = self._code == ka.RULE_WP
+        self._ws = {
+            "work": np.zeros((ka.N_AWORK, nb, n), np.float32),
+            "work_out": np.zeros((ka.N_AWORK_OUT, nb, n_out), np.float32),
+            "zbuf": np.zeros((ka.N_ZBUF, nb, n_in + n), np.float32),
+            "xbuf": np.zeros((ka.N_ZBUF, nb, n), np.float32),
+            "alpha": np.zeros((2, nb)),
+            "nzH": np.zeros((4, nb, n), np.float32),
+            "nzO": np.zeros((4, nb, n_out), np.float32),
+            "pmax": np.zeros(nb),
+            "q": np.zeros(n, np.float32),
+            "nbuf": np.zeros((2, n_in + n), np.float32),
+            "EH": np.zeros((n, n_in + n) if wp else (0, 0), np.float32),
+            "EO": np.zeros((n_out, n) if wp else (0, 0), np.float32),
+        }
+        self._eval_ws = self._eval_workspace(nb)
+
+    def _eval_workspace(self, nb: int) -> dict[str, np.ndarray]:
+        d = self._dims
+        n = d.n_hidden
+        return {
+            "zbuf": np.zeros((ka.N_ZBUF, nb, d.n_in + n), np.float32),
+            "xbuf": np.zeros((ka.N_ZBUF, nb, n), np.float32),
+            "alpha": np.zeros((2, nb)),
+            "nzH": np.zeros((4, nb, n), np.float32),
+            "nzO": np.zeros((4, nb, d.n_out), np.float32),
+            "x": np.zeros((nb, n), np.float32),
+            "xhn": np.zeros((nb, n), np.float32),
+        }
+
+    def read_model(self) -> dict[str, np.ndarray]:
+        t = self._loaded()
+        n_in = self._dims.n_in
+        return {
+            "A": t["H"].W[:, :n_in].copy(),
+            "R": t["H"].W[:, n_in:].copy(),
+            "B": t["O"].W.copy(),
+            "D": t["D"].W.copy(),
+        }
+
+    def max_abs_weight(self) -> float:
+        return max(float(np.max(np.abs(t.W))) for t in self._loaded().values())
+
+    def reset_state(self) -> None:
+        self._loaded()
+        self._xh1.fill(0)
+        self._xh2.fill(0)
+        self._counters[ka.C_RESYNC] = 0  # the clock runs on: drift does not reset
+
+    # -- learning ------------------------------------------------------------------------
+
+    def step(self, inputs: np.ndarray, targets: np.ndarray) -> StepResult:
+        t = self._loaded()
+        U = as_block("inputs", inputs, self.batch, self._dims.n_in, self.dtype)
+        Y = as_block("targets", targets, self.batch, self._dims.n_out, self.dtype)
+        if U.shape[0] != Y.shape[0]:
+            raise ShapeError(f"inputs have {U.shape[0]} steps but targets have {Y.shape[0]}")
+        T = U.shape[0]
+        pred = np.zeros((T, self.batch, self._dims.n_out), np.float32)
+        loss1 = np.zeros(T)
+        loss2 = np.zeros(T)
+        r = self._rule
+        w = self._ws
+        H, O, D = t["H"], t["O"], t["D"]
+        scales = np.array([H.scale[0], O.scale[0], D.scale[0]])
+        applied = ka.analog_block(
+            H.W, H.dev, H.tw, H.chi, O.W, O.dev, O.tw, O.chi, D.W, D.dev, D.tw, D.chi,
+            scales, self._prm, self._xh1, self._xh2, self._counters, self._rngs,
+            int(self.params.refresh_every), U, Y, pred, loss1, loss2,
+            self._code, float(r["lr"]), float(r["sigma"]), float(r.get("eps", 0.0)),
+            self._gain, self._decor, self._two_noisy(), int(r.get("resync_every", 0)),
+            bool(r.get("output_cap", False)),
+            w["work"], w["work_out"], w["zbuf"], w["xbuf"], w["alpha"], w["nzH"], w["nzO"],
+            w["pmax"], w["q"], w["nbuf"], w["EH"], w["EO"],
+        )  # fmt: skip
+        return StepResult(pred, loss1, loss2, int(applied))
+
+    def predict(self, inputs: np.ndarray, *, reset: bool = True) -> np.ndarray:
+        t = self._loaded()
+        nb = inputs.shape[1] if isinstance(inputs, np.ndarray) and inputs.ndim == 3 else -1
+        U = as_block("inputs", inputs, nb, self._dims.n_in, self.dtype)
+        if reset or self._xh_eval.shape[0] != nb:
+            self._xh_eval = np.zeros((nb, self._dims.n_hidden), np.float32)
+        if self._eval_ws["x"].shape[0] != nb:
+            self._eval_ws = self._eval_workspace(nb)
+        pred = np.zeros((U.shape[0], nb, self._dims.n_out), np.float32)
+        scales = np.array([t["H"].scale[0], t["O"].scale[0], t["D"].scale[0]])
+        e = self._eval_ws
+        ka.analog_forward_block(
+            t["H"].W, t["O"].W, t["D"].W, scales, self._prm, self._xh_eval, U, pred,
+            self._decor, self._rngs[ka.R_EVAL], e["zbuf"], e["xbuf"], e["alpha"], e["nzH"],
+            e["nzO"], e["x"], e["xhn"],
+        )  # fmt: skip
+        return pred
+
+    # -- state for checkpoints -------------------------------------------------------------
+
+    def export_state(self) -> dict[str, np.ndarray]:
+        state = self._state_arrays()
+        state["xh_eval"] = self._xh_eval
+        return {k: np.array(v, copy=True) for k, v in state.items()}
+
+    def import_state(self, state: Mapping[str, np.ndarray]) -> None:
+        targets = self._state_arrays()
+        if "analog.params" in state and not np.array_equal(
+            np.asarray(state["analog.params"]), self._prm
+        ):
+            raise ConfigError(
+                "device state was saved by an analog device with other parameters "
+                "(preset, noise scale, update mode or overrides): make the same device"
+            )
+        if "xh_eval" in state:
+            xe = np.asarray(state["xh_eval"])
+            if xe.ndim != 2 or xe.shape[1] != self._dims.n_hidden:
+                raise ShapeError(f"device state 'xh_eval' has shape {xe.shape}")
+            self._xh_eval = np.ascontiguousarray(xe, dtype=np.float32).copy()
+        for key, dst in targets.items():
+            if key not in state:
+                raise ShapeError(f"device state lacks {key!r}: it was saved by another device?")
+            src = np.asarray(state[key])
+            if src.shape != dst.shape:
+                raise ShapeError(
+                    f"device state {key!r} has shape {src.shape}, expected {dst.shape}"
+                )
+        for key, dst in targets.items():
+            if key != "analog.params":
+                dst[...] = np.asarray(state[key]).astype(dst.dtype, copy=False)
+
+    def close(self) -> None:
+        self._closed = True
+        self._tiles = None
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _two_noisy(self) -> bool:
+        """ANP always learns from two noisy passes here; NP as configured; WP never."""
+        if self._code == RULE_ANP:
+            return True
+        return self._code == RULE_NP and bool(self._rule.get("two_noisy_passes", False))
+
+    def _state_arrays(self) -> dict[str, np.ndarray]:
+        tiles = self._loaded()
+        state = {
+            "xh1": self._xh1,
+            "xh2": self._xh2,
+            "counters": self._counters,
+            "rngs": self._rngs,
+            "analog.params": self._prm,
+        }
+        for key, tile in tiles.items():
+            for name, arr in tile.arrays().items():
+                state[f"tile.{key}.{name}"] = arr
+        return state
+
+    def _check_rule(self, rule: Mapping[str, Any]) -> None:
+        name = rule.get("rule")
+        if name not in RULES:
+            raise ConfigError(
+                f"rule {name!r} is not one the analog device runs: {', '.join(RULES)} "
+                "(BP needs exact gradients, which an analog substrate does not give)"
+            )
+        missing = [k for k in ("lr", "sigma") if k not in rule]
+        if missing:
+            raise ConfigError(f"rule configuration lacks {', '.join(missing)}")
+        if name in ("np", "wp") and not float(rule["sigma"]) > 0:
+            raise ConfigError(f"{name.upper()} divides by sigma: sigma must be > 0")
+        if name == "wp" and rule.get("two_noisy_passes", False):
+            raise ConfigError("WP needs a clean replica: it cannot run with two noisy passes")
+        if not float(rule["lr"]) > 0:
+            raise ConfigError("lr must be > 0")
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise DeviceError("analog device is closed")
+
+    def _loaded(self) -> dict[str, _Tile]:
+        self._check_open()
+        if self._tiles is None:
+            raise DeviceError("no model loaded: call load() first")
+        return self._tiles
