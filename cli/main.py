@@ -13,7 +13,11 @@ import click
 
 from twinpass.kernels.errors import TwinpassError
 
+from .deploy import deploy
+from .device import device
 from .devices import devices
+from .firmware_sim import firmware_sim
+from .hil import hil
 from .plot import plot
 from .reproduce import reproduce
 from .stream import stream
@@ -53,6 +57,10 @@ cli.add_command(stream)
 cli.add_command(plot)
 cli.add_command(reproduce)
 cli.add_command(devices)
+cli.add_command(deploy)
+cli.add_command(device)
+cli.add_command(hil)
+cli.add_command(firmware_sim)
 
 
 def main() -> None:

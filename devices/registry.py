@@ -1,6 +1,6 @@
 """The backends by name: one place that turns a ``--device`` spec into a :class:`Device`.
 
-A spec is ``name`` or ``name:option`` (``host``, ``host:float64``; later ``analog:pcm``).
+A spec is ``name`` or ``name:option`` (``host``, ``host:float64``, ``analog:pcm``, ``hil``).
 The option is passed to the backend's factory as its first argument; a backend decides what
 it means (the host backend: its dtype). ``twinpass devices``, the ``--device`` options and
 the shared contract suite in ``tests/`` all read :data:`BACKENDS`, so a backend added here
@@ -15,13 +15,21 @@ from typing import Any
 
 from twinpass.kernels.errors import ConfigError
 
+from .analog import AnalogDevice
 from .base import Device, DeviceInfo
+from .hil import HilDevice
 from .host import HostDevice
+from .serial import SerialDevice
 
 # Each factory, called with no arguments, must build a device without touching hardware
 # (no port opened, nothing allocated beyond the object) so that info() can be listed.
 BACKENDS: dict[str, Callable[..., Device]] = {
     "host": HostDevice,
+    # serial:URL, URL a pyserial port: a device path, a pty, socket://host:port.
+    "serial": SerialDevice,
+    "analog": AnalogDevice,
+    # hil[:RAM_KIB]: the firmware simulator on a pty, started on first use.
+    "hil": HilDevice,
 }
 
 

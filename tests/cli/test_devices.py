@@ -58,10 +58,11 @@ def test_json_is_every_info_field_of_every_backend() -> None:
 
 
 def test_a_registered_backend_is_listed(monkeypatch) -> None:
+    names = list(BACKENDS)
     monkeypatch.setitem(BACKENDS, "fake", _FakeDevice)
     data = json.loads(CliRunner().invoke(cli, ["devices", "--json"]).output)
-    assert [d["name"] for d in data] == ["host", "fake"]
-    assert data[1]["extra"] == {"presets": ["ideal", "pcm"]} and data[1]["max_hidden"] == 64
+    assert [d["name"] for d in data] == [*names, "fake"]
+    assert data[-1]["extra"] == {"presets": ["ideal", "pcm"]} and data[-1]["max_hidden"] == 64
     plain = CliRunner().invoke(cli, ["devices"]).output
     fake = next(line for line in plain.splitlines() if line.lstrip().startswith("fake "))
     assert "a test double" in fake and fake.rstrip().endswith("no")

@@ -1,0 +1,198 @@
+"""Serial link throughput: STEP round trips per second, bytes per step, deploy time.
+
+Runs the firmware simulator as a subprocess on a pseudo-terminal and drives it with the
+host backend (``twinpass.devices.serial``), at N = 32, 64, 128 (one input, one output):
+
+- STEP round trips per second with one step per message, lockstep (one in flight) and
+  pipelined (the device's rx_window in flight), and the bytes on the wire per step (both
+  directions, framing included); PING round trips as the link's floor;
+- steps per second of ``SerialDevice.step`` as the backend sends them: as many steps per
+  STEP message as fit a frame (up to the device's max_steps), lockstep and pipelined;
+- deploy time (BEGIN, CHUNKs, COMMIT, CONFIRM) per model size.
+
+Every number is the median of ``--repeats`` measurements.
+
+    python benchmarks/serial_link.py [--sizes 32,64,128] [--steps 1000] [--repeats 5]
+        [--out FILE.md]
+
+A pty ignores the baud rate: these are the limits of the host, the simulator and the pty,
+not of a UART (at 115200 baud a 40-byte STEP frame alone takes 3.5 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from twinpass.devices.protocol import MsgType, pack_array
+from twinpass.devices.serial import SerialDevice, quantise_model
+from twinpass.firmware_sim.fixed_point import encode_activities
+from twinpass.runtime import Params, RuleConfig
+
+
+@contextmanager
+def simulator(flash: str) -> Iterator[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "twinpass.firmware_sim", "--flash", flash],
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        path = proc.stdout.readline().decode().strip() if ready else ""
+        if not path:
+            raise RuntimeError("the simulator did not print its pty path")
+        yield path
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+
+
+def step_requests(n: int, steps: int) -> Iterator[tuple[int, dict]]:
+    g = np.random.default_rng(0)
+    x = encode_activities(g.standard_normal(steps))
+    y = encode_activities(0.5 * g.standard_normal(steps))
+    for t in range(steps):
+        yield (
+            MsgType.STEP,
+            {
+                "t": t,
+                "steps": 1,
+                "x": pack_array(x[t : t + 1], "int32"),
+                "y": pack_array(y[t : t + 1], "int32"),
+                "learn": True,
+            },
+        )
+
+
+def round_trips(dev: SerialDevice, n: int, steps: int, window: int) -> tuple[float, float]:
+    """(STEP round trips per second, wire bytes per step) with one step per message."""
+    link = dev.link
+    # STEPs are numbered from the device's t_next (protocol 1.1): RESET state makes it 0,
+    # before (these raw STEPs count from 0) and after (so that dev.step numbers on from 0).
+    dev.reset_state()
+    before = link.stats.bytes_out + link.stats.bytes_in
+    t0 = time.perf_counter()
+    count = sum(1 for _ in link.pipeline(step_requests(n, steps), window=window))
+    wall = time.perf_counter() - t0
+    dev.reset_state()
+    assert count == steps
+    return steps / wall, (link.stats.bytes_out + link.stats.bytes_in - before) / steps
+
+
+def pings(dev: SerialDevice, count: int) -> float:
+    t0 = time.perf_counter()
+    for _ in range(count):
+        dev.link.request(MsgType.PING)
+    return count / (time.perf_counter() - t0)
+
+
+def backend_steps(dev: SerialDevice, steps: int) -> tuple[float, float]:
+    """(steps per second, wire bytes per step) of SerialDevice.step on one block."""
+    g = np.random.default_rng(1)
+    U = g.standard_normal((steps, 1, 1)).astype(np.float32)
+    Y = (0.5 * g.standard_normal((steps, 1, 1))).astype(np.float32)
+    link = dev.link
+    before = link.stats.bytes_out + link.stats.bytes_in
+    t0 = time.perf_counter()
+    dev.step(U, Y)
+    wall = time.perf_counter() - t0
+    return steps / wall, (link.stats.bytes_out + link.stats.bytes_in - before) / steps
+
+
+def median(
+    repeats: int, measure: Callable[..., tuple[float, float]], *args: Any
+) -> tuple[float, float]:
+    """The median of ``repeats`` measurements (rate, bytes): the machine is shared."""
+    runs = [measure(*args) for _ in range(repeats)]
+    return statistics.median(a for a, _ in runs), statistics.median(b for _, b in runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="32,64,128")
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--out", default=None, help="also write the markdown here")
+    args = ap.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rule = RuleConfig().to_dict()
+    rt_rows, be_rows, dep_rows = [], [], []
+    with tempfile.TemporaryDirectory() as tmp, simulator(str(Path(tmp) / "flash.bin")) as path:
+        for n in sizes:
+            params = Params.init(1, n, 1, seed=0).arrays()
+            lock = SerialDevice(path, window=1)
+            lock.load(params, rule, seed=0)
+            window = lock.link.caps.rx_window
+            r = args.repeats
+            ping = statistics.median(pings(lock, 1000) for _ in range(r))
+            rt_lock, bytes_lock = median(r, round_trips, lock, n, args.steps, 1)
+            rt_pipe, bytes_pipe = median(r, round_trips, lock, n, args.steps, window)
+            be_lock, be_bytes = median(r, backend_steps, lock, args.steps)
+            lock.close()
+            pipe = SerialDevice(path, window=window)
+            pipe.load(params, rule, seed=0)
+            be_pipe, _ = median(r, backend_steps, pipe, args.steps)
+            times = []
+            images = [quantise_model(Params.init(1, n, 1, seed=s).arrays(), rule) for s in (1, 2)]
+            for r in range(args.repeats):
+                t0 = time.perf_counter()
+                pipe.deploy_image(images[r % 2])  # alternate: every deploy uploads
+                times.append(time.perf_counter() - t0)
+            pipe.close()
+            rt_rows.append((n, ping, rt_lock, rt_pipe, window, bytes_lock, bytes_pipe))
+            be_rows.append((n, be_lock, be_pipe, be_bytes))
+            dep_rows.append((n, len(images[0]), statistics.median(times), min(times)))
+            print(f"N={n} done", file=sys.stderr, flush=True)
+    cmd = "python benchmarks/serial_link.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    lines = [
+        f"Command: `{cmd.strip()}` (simulator and host on this machine, one pty; "
+        f"{args.steps} steps per measurement, median of {args.repeats} measurements; ANP, "
+        "1 input, 1 output).",
+        "",
+        "STEP round trips, one step per message:",
+        "",
+        "| N | PING round trips/s | STEP lockstep /s | STEP pipelined /s (window) | bytes/step "
+        "lockstep | bytes/step pipelined |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {n} | {p:,.0f} | {a:,.0f} | {b:,.0f} ({w}) | {c:.1f} | {d:.1f} |"
+            for n, p, a, b, w, c, d in rt_rows
+        ),
+        "",
+        "`SerialDevice.step` (as many steps per STEP message as fit a frame, up to max_steps):",
+        "",
+        "| N | steps/s lockstep | steps/s pipelined | bytes/step |",
+        "|---|---|---|---|",
+        *(f"| {n} | {a:,.0f} | {b:,.0f} | {c:.1f} |" for n, a, b, c in be_rows),
+        "",
+        f"Deploy (BEGIN, CHUNKs of max_frame - 64 bytes, COMMIT, CONFIRM; median of "
+        f"{args.repeats}):",
+        "",
+        "| N | image bytes | median s | min s |",
+        "|---|---|---|---|",
+        *(f"| {n} | {b:,} | {m:.4f} | {lo:.4f} |" for n, b, m, lo in dep_rows),
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""``twinpass deploy``: put a trained model on a microcontroller (or the simulator).
+
+Reads a checkpoint written by ``twinpass train`` or ``twinpass stream``, checks that the
+device can run it (rule, size, batch), quantises it into a model image, uploads it with a
+progress bar (resumable: running the command again after a cut continues the upload),
+reads the flash slot back and compares its sha256, and confirms the model so that it
+survives the next reboot.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+import numpy as np
+
+from twinpass.devices.serial import SerialDevice, quantise_model
+from twinpass.firmware_sim import model_image as mi
+from twinpass.kernels.errors import ConfigError
+from twinpass.runtime.learner import OnlineLearner
+
+from .display import Reporter
+from .serial_common import open_device, port_options
+
+
+def check_capabilities(dev: SerialDevice, learner: OnlineLearner) -> None:
+    """Refuse, naming the limit, a model the device cannot run."""
+    info = dev.info()
+    rule = learner.config.rule
+    if rule not in info.rules:
+        raise ConfigError(
+            f"the checkpoint learns with {learner.config.name}, the device runs "
+            f"{', '.join(r.upper() for r in info.rules)} only: train with --rule anp"
+        )
+    if info.max_hidden is not None and learner.n_hidden > info.max_hidden:
+        raise ConfigError(
+            f"the checkpoint has N={learner.n_hidden} hidden units; the device's RAM holds "
+            f"at most N={info.max_hidden}"
+        )
+    max_batch = info.extra.get("max_batch")
+    if max_batch is not None and learner.batch > int(max_batch):
+        raise ConfigError(
+            f"the checkpoint learns {learner.batch} streams; the device at most {max_batch}"
+        )
+
+
+@click.command()
+@port_options
+@click.option(
+    "--verify/--no-verify",
+    default=True,
+    show_default=True,
+    help="Read the flash slot back and compare its sha256 before confirming.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+def deploy(port: str, baud: int, verify: bool, quiet: bool, checkpoint: str) -> None:
+    """Quantise CHECKPOINT's model and deploy it to the device on --port.
+
+    \b
+    Example:
+      twinpass train --task mackey-glass --hidden 32 --epochs 5 --checkpoint mg.ckpt
+      twinpass deploy --port /dev/ttyACM0 mg.ckpt
+    """
+    report = Reporter(quiet=quiet)
+    learner, _ = OnlineLearner.load(checkpoint)
+    params = learner.params.arrays()
+    dev = open_device(port, baud)
+    try:
+        check_capabilities(dev, learner)
+        image = quantise_model(params, learner.config.to_dict())
+        digest = mi.sha256(image)
+        back = mi.dequantise(image, "float64")
+        err = max(float(np.max(np.abs(back[k] - params[k]))) for k in params)
+        hello = dev.link.hello_info
+        assert hello is not None
+        report.line(
+            f"{hello.board} fw {hello.fw} on {port}: model {learner.n_in}-{learner.n_hidden}-"
+            f"{learner.n_out} {learner.config.name}, image {len(image)} bytes "
+            f"(quantisation error {err:.1e}), sha256 {digest.hex()[:16]}"
+        )
+        done = [0]
+
+        def progress(n: int, total: int) -> None:
+            report.advance(n - done[0], f"{n}/{total} bytes")
+            done[0] = n
+
+        t0 = time.perf_counter()
+        with report.progress("uploading", total=len(image)):
+            dev.deploy_image(image, progress=progress, verify=verify)
+        wall = time.perf_counter() - t0
+    finally:
+        dev.close()
+    report.line(
+        f"deployed and confirmed in {wall:.2f} s"
+        + (" (flash read back, sha256 verified)" if verify else "")
+    )

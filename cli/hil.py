@@ -1,0 +1,208 @@
+"""``twinpass hil``: hardware-in-the-loop learning against the firmware simulator.
+
+Starts the simulator as a subprocess on a pseudo-terminal, deploys a fresh model to it,
+streams a task's training data through the serial link so that the device learns in fixed
+point, and runs the same learner in float on the host side by side (same initial weights,
+same seed): the table shows what fixed point costs. The simulator is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from twinpass.devices.serial import SerialDevice
+from twinpass.runtime.atomic import write_json
+from twinpass.runtime.config import RuleConfig
+from twinpass.runtime.learner import OnlineLearner
+from twinpass.runtime.tasks import make_task
+from twinpass.runtime.training import CHUNK
+
+from .display import Reporter
+from .serial_common import simulator_process
+
+#: Steps per block sent to a learner (progress and the divergence guard look this often;
+#: the guard reads the whole model back from the device, so not too often).
+BLOCK = CHUNK
+
+
+def stream(
+    learner: OnlineLearner, inputs: np.ndarray, targets: np.ndarray, steps: int, on_block: Any
+) -> float:
+    """Learn ``steps`` steps from the training series, cycling (a reset at each start).
+
+    Returns the prequential train MSE (each step scored before its update).
+    """
+    S, T = inputs.shape[0], inputs.shape[1]
+    done, total = 0, 0.0
+    while done < steps:
+        for s in range(S):
+            learner.reset_state()
+            for t0 in range(0, T, BLOCK):
+                n = min(BLOCK, T - t0, steps - done)
+                if n <= 0:
+                    break
+                res = learner.run(inputs[s, t0 : t0 + n], targets[s, t0 : t0 + n])
+                total += float(res.loss1.sum())
+                done += n
+                on_block(n)
+            if done >= steps:
+                break
+    return total / max(steps, 1)
+
+
+@click.command()
+@click.option(
+    "--task",
+    type=click.Choice(["mackey-glass"]),
+    default="mackey-glass",
+    show_default=True,
+    help="The task streamed to the device.",
+)
+@click.option(
+    "--hidden", "-N", type=click.IntRange(1), default=32, show_default=True, help="Hidden units."
+)
+@click.option(
+    "--steps",
+    "-T",
+    type=click.IntRange(1),
+    default=5000,
+    show_default=True,
+    help="Online steps (the training series is cycled from a zero state if longer).",
+)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@click.option("--lr", type=float, default=RuleConfig().lr, show_default=True)
+@click.option("--sigma", type=float, default=RuleConfig().sigma, show_default=True)
+@click.option(
+    "--window",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="STEP messages in flight (1: lockstep; up to the device's rx_window).",
+)
+@click.option(
+    "--ram", type=click.IntRange(1), default=None, help="Simulator RAM in KiB [default: its own]."
+)
+@click.option(
+    "--json-out",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write steps, test MSEs and throughput as JSON.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print nothing; results go to files.")
+def hil(
+    task: str,
+    hidden: int,
+    steps: int,
+    seed: int,
+    lr: float,
+    sigma: float,
+    window: int,
+    ram: int | None,
+    json_out: str | None,
+    quiet: bool,
+) -> None:
+    """Learn on the firmware simulator in fixed point, next to the host's float learner.
+
+    \b
+    Example:
+      twinpass hil --task mackey-glass --hidden 32 --steps 5000 --json-out hil.json
+    """
+    report = Reporter(quiet=quiet)
+    config = RuleConfig(lr=lr, sigma=sigma)
+    the_task = make_task(task)
+    train, test = the_task.train, the_task.test
+    n_in, n_out = the_task.n_in, the_task.n_out
+    sim_args = [] if ram is None else ["--ram", str(ram)]
+    with tempfile.TemporaryDirectory(prefix="twinpass-hil-") as tmp:
+        flash = str(Path(tmp) / "flash.bin")
+        with simulator_process(flash, sim_args) as path:
+            report.line(f"firmware simulator on {path}")
+            dev = SerialDevice(path, window=window, base_timeout=0.5)
+            try:
+                on_device = OnlineLearner(n_in, n_out, hidden, config, seed=seed, device=dev)
+                hello = dev.link.hello_info
+                assert hello is not None
+                report.line(
+                    f"deployed {n_in}-{hidden}-{n_out} {config.name} to {hello.board} "
+                    f"(fw {hello.fw}, arithmetic {', '.join(hello.caps.dtypes)})"
+                )
+                dev_initial, _ = on_device.evaluate(test.inputs, test.targets)
+                bytes0 = dev.link.stats.bytes_out + dev.link.stats.bytes_in
+                t0 = time.perf_counter()
+                with report.progress("device learning", total=steps):
+                    dev_train = stream(
+                        on_device,
+                        train.inputs,
+                        train.targets,
+                        steps,
+                        lambda n: report.advance(n, "fixed point on the device"),
+                    )
+                dev_wall = time.perf_counter() - t0
+                link_bytes = dev.link.stats.bytes_out + dev.link.stats.bytes_in - bytes0
+                dev_test, _ = on_device.evaluate(test.inputs, test.targets)
+                link = dev.link.stats
+                link_record = {
+                    "retries": link.retries,
+                    "stale": link.stale,
+                    "dropped": link.dropped,
+                    "resyncs": link.resyncs,
+                    # pipelined (--window > 1): STEPs the device refused as out of order
+                    # (an earlier one was lost) and that were sent again in order
+                    "reordered": link.reordered,
+                    # always 0 against this simulator (protocol 1.1 checks STEP order); a
+                    # 1.0 device's pipelined steps whose order the host cannot vouch for
+                    "order_unknown": link.order_unknown,
+                    "bytes_per_step": link_bytes / steps,
+                }
+            finally:
+                dev.close()
+    host = OnlineLearner(n_in, n_out, hidden, config, seed=seed)
+    host_initial, _ = host.evaluate(test.inputs, test.targets)
+    t0 = time.perf_counter()
+    host_train = stream(host, train.inputs, train.targets, steps, lambda n: None)
+    host_wall = time.perf_counter() - t0
+    host_test, _ = host.evaluate(test.inputs, test.targets)
+    ratio = dev_test / host_test if host_test > 0 else math.inf
+    report.table(
+        f"{config.name} on {the_task.name}, N={hidden}, {steps} steps, seed {seed}",
+        ["", "device (fixed point)", "host (float32)"],
+        [
+            ["test MSE before", dev_initial, host_initial],
+            ["train MSE (prequential)", dev_train, host_train],
+            ["test MSE after", dev_test, host_test],
+            ["steps/s", steps / dev_wall, steps / host_wall],
+        ],
+    )
+    report.line(
+        f"device / host test MSE: {ratio:.3f}; link: {link_record['bytes_per_step']:.1f} "
+        f"bytes per step, {link_record['retries']} retries"
+    )
+    if json_out is not None:
+        write_json(
+            json_out,
+            {
+                "task": the_task.name,
+                "hidden": hidden,
+                "steps": steps,
+                "seed": seed,
+                "rule": config.to_dict(),
+                "window": window,
+                "device_test_mse": dev_test,
+                "host_test_mse": host_test,
+                "device_test_mse_initial": dev_initial,
+                "host_test_mse_initial": host_initial,
+                "device_train_mse": dev_train,
+                "host_train_mse": host_train,
+                "ratio": ratio,
+                "steps_per_s": steps / dev_wall,
+                "host_steps_per_s": steps / host_wall,
+                "link": link_record,
+            },
+        )

@@ -1,0 +1,85 @@
+"""The ``hil`` backend: a serial device whose board is the firmware simulator.
+
+Hardware in the loop without hardware: on first use it starts ``python -m
+twinpass.firmware_sim`` on a pseudo-terminal with a flash image of its own (a temporary
+one unless ``flash`` is given), and then speaks the serial protocol to it exactly as
+:class:`~twinpass.devices.serial.SerialDevice` speaks to a board. Closing the device stops
+the simulator; if this process dies first, the kernel stops it.
+
+    twinpass stream --device hil --hidden 32
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import ExitStack
+from typing import Any
+
+from twinpass.firmware_sim.process import simulator_process
+from twinpass.kernels.errors import ConfigError
+
+from .base import DeviceInfo
+from .serial import SerialDevice
+from .serial_link import SerialLink
+
+
+class HilDevice(SerialDevice):
+    """The firmware simulator as a device (started on first use, stopped on close).
+
+    ram_kib: the simulated board's RAM (``hil:64``), default the simulator's own (128 KiB).
+    flash: a flash image file to keep the model in across runs; default a temporary one.
+    """
+
+    name = "hil"
+
+    def __init__(
+        self, ram_kib: str | int | None = None, *, flash: str | None = None, **options: Any
+    ) -> None:
+        super().__init__(None, **options)
+        self._sim_args: list[str] = []
+        if ram_kib is not None:
+            try:
+                ram = int(ram_kib)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"hil takes the simulated board's RAM in KiB (hil:64), not {ram_kib!r}"
+                ) from None
+            if ram < 17:
+                raise ConfigError(f"hil RAM must be at least 17 KiB, got {ram}")
+            self._sim_args = ["--ram", str(ram)]
+        self._flash = flash
+        self._processes = ExitStack()
+
+    @property
+    def link(self) -> SerialLink:
+        self._check_open()
+        if self.port is None:
+            flash = self._flash
+            if flash is None:
+                tmp = self._processes.enter_context(
+                    tempfile.TemporaryDirectory(prefix="twinpass-hil-")
+                )
+                flash = os.path.join(tmp, "flash.bin")
+            self.port = self._processes.enter_context(simulator_process(flash, self._sim_args))
+        return super().link
+
+    def info(self) -> DeviceInfo:
+        if self.port is None:
+            # Listing the backends must not start a simulator.
+            return DeviceInfo(
+                name=self.name,
+                description="the firmware simulator on a pty, started on first use: "
+                "fixed-point ANP on the simulated board, over the serial protocol",
+                rules=("anp",),
+                dtypes=("float32",),
+                exact=False,
+                extra={"board": "firmware_sim (started on first use)"},
+            )
+        return super().info()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._processes.close()
