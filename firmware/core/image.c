@@ -1,0 +1,214 @@
+#include "image.h"
+
+#include <string.h>
+
+#include "crc32.h"
+
+static uint32_t rd16(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8);
+}
+
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
+           ((uint32_t)p[3] << 24);
+}
+
+/* Two's complement int32 from its bit pattern, without an implementation-defined cast. */
+static int32_t as_i32(uint32_t v)
+{
+    return v <= 0x7FFFFFFFu ? (int32_t)v : -(int32_t)(~v) - 1;
+}
+
+static void wr16(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v & 0xFFu);
+    p[1] = (uint8_t)((v >> 8) & 0xFFu);
+}
+
+static void wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v & 0xFFu);
+    p[1] = (uint8_t)((v >> 8) & 0xFFu);
+    p[2] = (uint8_t)((v >> 16) & 0xFFu);
+    p[3] = (uint8_t)((v >> 24) & 0xFFu);
+}
+
+size_t tp_image_size(uint32_t n_in, uint32_t n, uint32_t n_out, int d_present)
+{
+    size_t nn = n;
+    size_t values = nn * n_in + nn * nn + (size_t)n_out * nn + (d_present ? nn * nn : 0);
+    return TP_IMAGE_HEADER_SIZE + 4 * values + TP_IMAGE_TRAILER_SIZE;
+}
+
+tp_image_err tp_image_parse(const uint8_t *data, size_t len, tp_image *img)
+{
+    uint32_t n_in, n, n_out, flags, plen;
+    size_t expected;
+    const uint8_t *payload;
+    if (len < TP_IMAGE_HEADER_SIZE + TP_IMAGE_TRAILER_SIZE) {
+        return TP_IMAGE_SHORT;
+    }
+    if (memcmp(data, "TPMI", 4) != 0) {
+        return TP_IMAGE_BAD_MAGIC;
+    }
+    if (rd16(data + 4) != TP_IMAGE_VERSION) {
+        return TP_IMAGE_BAD_VERSION;
+    }
+    if (tp_crc32_update(0, data, TP_IMAGE_HEADER_SIZE - 4) != rd32(data + 60)) {
+        return TP_IMAGE_BAD_HEADER_CRC;
+    }
+    if (rd16(data + 6) != TP_IMAGE_HEADER_SIZE || data[16] != 16 || data[17] != 24 ||
+        data[18] != 4) {
+        return TP_IMAGE_BAD_FORMAT;
+    }
+    n_in = rd16(data + 8);
+    n = rd16(data + 10);
+    n_out = rd16(data + 12);
+    flags = rd16(data + 14);
+    if (flags & ~TP_IMAGE_KNOWN_FLAGS) {
+        return TP_IMAGE_BAD_FLAGS;
+    }
+    if (n_in < 1 || n_in > TP_MAX_IO || n < 1 || n > TP_MAX_HIDDEN || n_out < 1 ||
+        n_out > TP_MAX_IO) {
+        return TP_IMAGE_BAD_DIMS;
+    }
+    expected = tp_image_size(n_in, n, n_out, (flags & TP_IMAGE_FLAG_D_PRESENT) != 0);
+    plen = rd32(data + 40);
+    if (len != expected ||
+        plen != expected - TP_IMAGE_HEADER_SIZE - TP_IMAGE_TRAILER_SIZE) {
+        return TP_IMAGE_BAD_SIZE;
+    }
+    payload = data + TP_IMAGE_HEADER_SIZE;
+    if (tp_crc32_update(0, payload, plen) != rd32(data + len - TP_IMAGE_TRAILER_SIZE)) {
+        return TP_IMAGE_BAD_PAYLOAD_CRC;
+    }
+    img->hyper.lr_q = rd32(data + 20);
+    img->hyper.sigma_q = rd32(data + 24);
+    img->hyper.eps_q = rd32(data + 28);
+    img->hyper.gain_q = rd32(data + 32);
+    img->hyper.resync_every = rd32(data + 36);
+    img->hyper.output_cap = (flags & TP_IMAGE_FLAG_OUTPUT_CAP) != 0;
+    img->hyper.two_noisy = (flags & TP_IMAGE_FLAG_TWO_NOISY) != 0;
+    img->hyper.decorrelation = (flags & TP_IMAGE_FLAG_DECORRELATION) != 0;
+    if (img->hyper.lr_q < 1 || img->hyper.sigma_q > 65536u ||
+        img->hyper.resync_every > 0xFFFFu) {
+        return TP_IMAGE_BAD_HYPER;
+    }
+    img->n_in = n_in;
+    img->n = n;
+    img->n_out = n_out;
+    img->flags = flags;
+    img->payload = payload;
+    img->size = len;
+    return TP_IMAGE_OK;
+}
+
+const char *tp_image_strerror(tp_image_err err)
+{
+    switch (err) {
+    case TP_IMAGE_OK: return "ok";
+    case TP_IMAGE_SHORT: return "short";
+    case TP_IMAGE_BAD_MAGIC: return "bad_magic";
+    case TP_IMAGE_BAD_VERSION: return "bad_version";
+    case TP_IMAGE_BAD_HEADER_CRC: return "bad_header_crc";
+    case TP_IMAGE_BAD_FORMAT: return "bad_format";
+    case TP_IMAGE_BAD_FLAGS: return "bad_flags";
+    case TP_IMAGE_BAD_DIMS: return "bad_dims";
+    case TP_IMAGE_BAD_SIZE: return "bad_size";
+    case TP_IMAGE_BAD_PAYLOAD_CRC: return "bad_payload_crc";
+    case TP_IMAGE_BAD_HYPER: return "bad_hyper";
+    }
+    return "unknown";
+}
+
+static int image_d_stored(const tp_image *img)
+{
+    return (img->flags & TP_IMAGE_FLAG_D_PRESENT) != 0 || img->hyper.decorrelation;
+}
+
+size_t tp_image_model_words(const tp_image *img, uint32_t batch, uint32_t eval_cap)
+{
+    return tp_model_words(img->n_in, img->n, img->n_out, batch, eval_cap, image_d_stored(img));
+}
+
+static const uint8_t *load(int32_t *dst, size_t count, const uint8_t *src)
+{
+    size_t k;
+    for (k = 0; k < count; k++, src += 4) {
+        dst[k] = as_i32(rd32(src));
+    }
+    return src;
+}
+
+int tp_model_load_image(tp_model *m, const tp_image *img, uint32_t batch, uint32_t eval_cap,
+                        uint32_t seed, int32_t *mem, size_t words)
+{
+    const uint8_t *p = img->payload;
+    size_t n = img->n;
+    int rc = tp_model_init(m, img->n_in, img->n, img->n_out, batch, eval_cap,
+                           image_d_stored(img), &img->hyper, seed, mem, words);
+    if (rc != TP_OK) {
+        return rc;
+    }
+    p = load(m->A, n * img->n_in, p);
+    p = load(m->R, n * n, p);
+    p = load(m->B, (size_t)img->n_out * n, p);
+    if (img->flags & TP_IMAGE_FLAG_D_PRESENT) {
+        load(m->D, n * n, p); /* else D stays the identity tp_model_init wrote */
+    }
+    return TP_OK;
+}
+
+static uint8_t *store(uint8_t *dst, const int32_t *src, size_t count)
+{
+    size_t k;
+    for (k = 0; k < count; k++, dst += 4) {
+        wr32(dst, (uint32_t)src[k]); /* conversion to unsigned is modulo 2^32 */
+    }
+    return dst;
+}
+
+size_t tp_image_write(const tp_model *m, uint8_t *out, size_t cap)
+{
+    const int d = m->D != NULL;
+    const size_t size = tp_image_size(m->n_in, m->n, m->n_out, d);
+    const size_t plen = size - TP_IMAGE_HEADER_SIZE - TP_IMAGE_TRAILER_SIZE;
+    const size_t n = m->n;
+    uint32_t flags = (d ? TP_IMAGE_FLAG_D_PRESENT : 0) |
+                     (m->hyper.output_cap ? TP_IMAGE_FLAG_OUTPUT_CAP : 0) |
+                     (m->hyper.two_noisy ? TP_IMAGE_FLAG_TWO_NOISY : 0) |
+                     (m->hyper.decorrelation ? TP_IMAGE_FLAG_DECORRELATION : 0);
+    uint8_t *p;
+    if (cap < size) {
+        return 0;
+    }
+    memset(out, 0, TP_IMAGE_HEADER_SIZE);
+    memcpy(out, "TPMI", 4);
+    wr16(out + 4, TP_IMAGE_VERSION);
+    wr16(out + 6, TP_IMAGE_HEADER_SIZE);
+    wr16(out + 8, m->n_in);
+    wr16(out + 10, m->n);
+    wr16(out + 12, m->n_out);
+    wr16(out + 14, flags);
+    out[16] = 16;
+    out[17] = 24;
+    out[18] = 4;
+    wr32(out + 20, m->hyper.lr_q);
+    wr32(out + 24, m->hyper.sigma_q);
+    wr32(out + 28, m->hyper.eps_q);
+    wr32(out + 32, m->hyper.gain_q);
+    wr32(out + 36, m->hyper.resync_every);
+    wr32(out + 40, (uint32_t)plen);
+    wr32(out + 60, tp_crc32_update(0, out, TP_IMAGE_HEADER_SIZE - 4));
+    p = out + TP_IMAGE_HEADER_SIZE;
+    p = store(p, m->A, n * m->n_in);
+    p = store(p, m->R, n * n);
+    p = store(p, m->B, (size_t)m->n_out * n);
+    if (d) {
+        p = store(p, m->D, n * n);
+    }
+    wr32(p, tp_crc32_update(0, out + TP_IMAGE_HEADER_SIZE, plen));
+    return size;
+}

@@ -1,0 +1,439 @@
+/* The fixed-point ANP core (docs/protocol.md sections 6.3-6.5). See twinpass_core.h.
+ *
+ * Every dot product is accumulated exactly in int64; by the saturation bounds of section
+ * 6.1 (N <= 1024, n_in, n_out <= 256, batch <= 64) no product or sum overflows, so the
+ * summation order is free and the result equals the simulator's. Signed right shifts go
+ * through tp_asr64/tp_rsr64 (fixed.h). */
+#include "twinpass_core.h"
+
+#include <string.h>
+
+#include "fixed.h"
+#include "prng.h"
+#include "tanh_table.h"
+
+size_t tp_model_words(uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
+                      uint32_t eval_cap, int d_stored)
+{
+    size_t ni = n_in, nn = n, no = n_out, nb = batch;
+    size_t w;
+    if (n_in < 1 || n_in > TP_MAX_IO || n < 1 || n > TP_MAX_HIDDEN || n_out < 1 ||
+        n_out > TP_MAX_IO || batch < 1 || batch > TP_MAX_BATCH || eval_cap < 1 ||
+        eval_cap > TP_MAX_BATCH) {
+        return 0;
+    }
+    w = nn * ni + nn * nn + no * nn + (d_stored ? nn * nn : 0); /* weights */
+    w += 6 * nb * nn;                                           /* xh*, xn*, xp* */
+    w += nb * ni + 2 * nb * no + 2 * nn;                        /* u, b1, b2, xtmp */
+    w += (size_t)eval_cap * nn;                                 /* xh_eval */
+    if (d_stored) {
+        w += nb * nn + nn; /* decorrelation scratch */
+    }
+    return w;
+}
+
+int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
+                  uint32_t eval_cap, int d_stored, const tp_hyper *hyper, uint32_t seed,
+                  int32_t *mem, size_t words)
+{
+    size_t need;
+    int32_t *p = mem;
+    uint32_t i;
+    if (hyper->lr_q < 1 || hyper->sigma_q > 65536u || hyper->resync_every > 0xFFFFu) {
+        return TP_ERR_ARGS;
+    }
+    d_stored = d_stored || hyper->decorrelation;
+    need = tp_model_words(n_in, n, n_out, batch, eval_cap, d_stored);
+    if (need == 0) {
+        return TP_ERR_ARGS;
+    }
+    if (mem == NULL || words < need) {
+        return TP_ERR_SPACE;
+    }
+    memset(m, 0, sizeof *m);
+    memset(mem, 0, need * sizeof *mem);
+    m->n_in = n_in;
+    m->n = n;
+    m->n_out = n_out;
+    m->batch = batch;
+    m->eval_cap = eval_cap;
+    m->eval_batch = 1;
+    m->d_stored = d_stored;
+    m->hyper = *hyper;
+    m->A = p, p += (size_t)n * n_in;
+    m->R = p, p += (size_t)n * n;
+    m->B = p, p += (size_t)n_out * n;
+    m->D = NULL;
+    if (d_stored) {
+        m->D = p, p += (size_t)n * n;
+        for (i = 0; i < n; i++) {
+            m->D[(size_t)i * n + i] = (int32_t)1 << 24;
+        }
+    }
+    m->xh1 = p, p += (size_t)batch * n;
+    m->xh2 = p, p += (size_t)batch * n;
+    m->xn1 = p, p += (size_t)batch * n;
+    m->xn2 = p, p += (size_t)batch * n;
+    m->xp1 = p, p += (size_t)batch * n;
+    m->xp2 = p, p += (size_t)batch * n;
+    m->u = p, p += (size_t)batch * n_in;
+    m->b1 = p, p += (size_t)batch * n_out;
+    m->b2 = p, p += (size_t)batch * n_out;
+    m->xtmp = p, p += 2 * (size_t)n;
+    m->xh_eval = p, p += (size_t)eval_cap * n;
+    m->dec_tmp = m->dec_q = NULL;
+    if (d_stored) {
+        m->dec_tmp = p, p += (size_t)batch * n;
+        m->dec_q = p, p += n;
+    }
+    tp_model_reseed(m, seed);
+    return TP_OK;
+}
+
+void tp_model_reset_state(tp_model *m)
+{
+    size_t nbn = (size_t)m->batch * m->n;
+    memset(m->xh1, 0, nbn * sizeof(int32_t));
+    memset(m->xh2, 0, nbn * sizeof(int32_t));
+    memset(m->xh_eval, 0, (size_t)m->eval_cap * m->n * sizeof(int32_t));
+    m->counter = 0;
+    m->pending = 0;
+}
+
+void tp_model_reseed(tp_model *m, uint32_t seed)
+{
+    m->seed = seed;
+    m->key = tp_prng_key(seed);
+    m->rng_counter = 0;
+}
+
+int64_t tp_hyper_lg(const tp_hyper *h)
+{
+    /* In uint64: lr_q * gain_q < 2^64 - 2^33, plus 2^23 cannot wrap; non-negative, so the
+     * shift is a plain one. */
+    uint64_t v = ((uint64_t)h->lr_q * h->gain_q + ((uint64_t)1 << 23)) >> 24;
+    return v > (uint64_t)TP_LG_LIMIT ? TP_LG_LIMIT : (int64_t)v;
+}
+
+/* D x: xh = sat(rsr(sum_j D_ij x_j, 24), 2^20). */
+static void apply_d(const tp_model *m, const int32_t *x, int32_t *xh)
+{
+    uint32_t n = m->n, i, j;
+    for (i = 0; i < n; i++) {
+        const int32_t *row = m->D + (size_t)i * n;
+        int64_t acc = 0;
+        for (j = 0; j < n; j++) {
+            acc += (int64_t)row[j] * x[j];
+        }
+        xh[i] = (int32_t)tp_sat(tp_rsr64(acc, 24), TP_XH_LIMIT);
+    }
+}
+
+static int32_t noise_at(const tp_model *m, uint64_t p0, uint64_t sample)
+{
+    return tp_prng_sample(m->key, p0 + 2 * sample, m->hyper.sigma_q);
+}
+
+/* Both replicas' forward pass for every stream (section 6.4); p0 is the step's first
+ * noise word. Fills xp1, xp2, xn1, xn2, b1, b2. */
+static void forward_pair(tp_model *m, uint64_t p0)
+{
+    const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out;
+    const int two = m->hyper.two_noisy;
+    /* Draw order: xi2 (batch x N), zeta2 (batch x n_out), then xi1, zeta1 (two noisy). */
+    const uint64_t off_z2 = (uint64_t)nb * n;
+    const uint64_t off_xi1 = (uint64_t)nb * (n + no);
+    const uint64_t off_z1 = (uint64_t)nb * (2 * (uint64_t)n + no);
+    uint32_t s, i, j, o;
+    for (s = 0; s < nb; s++) {
+        const int32_t *us = m->u + (size_t)s * ni;
+        const int32_t *h1 = m->xh1 + (size_t)s * n;
+        const int32_t *h2 = m->xh2 + (size_t)s * n;
+        int32_t *p1 = m->xp1 + (size_t)s * n;
+        int32_t *p2 = m->xp2 + (size_t)s * n;
+        int32_t *n1 = m->xn1 + (size_t)s * n;
+        int32_t *n2 = m->xn2 + (size_t)s * n;
+        int32_t *x1 = m->D ? m->xtmp : n1;
+        int32_t *x2 = m->D ? m->xtmp + n : n2;
+        for (i = 0; i < n; i++) {
+            const int32_t *arow = m->A + (size_t)i * ni;
+            const int32_t *rrow = m->R + (size_t)i * n;
+            int64_t au = 0, r1, r2;
+            int32_t xi1 = 0, xi2;
+            for (j = 0; j < ni; j++) {
+                au += (int64_t)arow[j] * us[j];
+            }
+            r1 = au;
+            r2 = au;
+            for (j = 0; j < n; j++) {
+                r1 += (int64_t)rrow[j] * h1[j];
+                r2 += (int64_t)rrow[j] * h2[j];
+            }
+            xi2 = noise_at(m, p0, (uint64_t)s * n + i);
+            if (two) {
+                xi1 = noise_at(m, p0, off_xi1 + (uint64_t)s * n + i);
+            }
+            p1[i] = tp_sat32((int64_t)tp_sat32(tp_rsr64(r1, 24)) + xi1);
+            p2[i] = tp_sat32((int64_t)tp_sat32(tp_rsr64(r2, 24)) + xi2);
+            x1[i] = tp_tanh_q16(p1[i]);
+            x2[i] = tp_tanh_q16(p2[i]);
+        }
+        if (m->D) {
+            apply_d(m, x1, n1);
+            apply_d(m, x2, n2);
+            for (i = 0; i < n; i++) {
+                /* STATS saturations: hidden values at the clamp (only D gets them there). */
+                m->saturations += (n1[i] >= TP_XH_LIMIT || n1[i] <= -TP_XH_LIMIT);
+                m->saturations += (n2[i] >= TP_XH_LIMIT || n2[i] <= -TP_XH_LIMIT);
+            }
+        }
+        for (o = 0; o < no; o++) {
+            const int32_t *brow = m->B + (size_t)o * n;
+            int64_t c1 = 0, c2 = 0;
+            int32_t z1 = 0, z2;
+            for (j = 0; j < n; j++) {
+                c1 += (int64_t)brow[j] * n1[j];
+                c2 += (int64_t)brow[j] * n2[j];
+            }
+            z2 = noise_at(m, p0, off_z2 + (uint64_t)s * no + o);
+            if (two) {
+                z1 = noise_at(m, p0, off_z1 + (uint64_t)s * no + o);
+            }
+            m->b1[(size_t)s * no + o] = tp_sat32((int64_t)tp_sat32(tp_rsr64(c1, 24)) + z1);
+            m->b2[(size_t)s * no + o] = tp_sat32((int64_t)tp_sat32(tp_rsr64(c2, 24)) + z2);
+        }
+    }
+}
+
+/* W (rows x cols) -= rsr(sum_s k_s,i * pre_s,j, 24), each result sat32, where
+ * k_s,i = sat(rsr(g_s * d_s,i, 8), 2^33) and d = sat(p2 - p1, 2^23). */
+static void apply_update(int32_t *W, uint32_t rows, uint32_t cols, uint32_t nb,
+                         const int64_t *g, const int32_t *p1, const int32_t *p2,
+                         const int32_t *pre)
+{
+    int64_t k[TP_MAX_BATCH];
+    uint32_t i, j, s;
+    for (i = 0; i < rows; i++) {
+        int32_t *wrow = W + (size_t)i * cols;
+        for (s = 0; s < nb; s++) {
+            int64_t d = tp_sat((int64_t)p2[(size_t)s * rows + i] - p1[(size_t)s * rows + i],
+                               TP_DIFF_LIMIT);
+            k[s] = tp_sat(tp_rsr64(g[s] * d, 8), TP_K_LIMIT);
+        }
+        if (nb == 1) { /* the common case, as a tight loop */
+            const int64_t k0 = k[0];
+            for (j = 0; j < cols; j++) {
+                wrow[j] = tp_sat32((int64_t)wrow[j] - tp_rsr64(k0 * pre[j], 24));
+            }
+            continue;
+        }
+        for (j = 0; j < cols; j++) {
+            int64_t acc = 0;
+            for (s = 0; s < nb; s++) {
+                acc += k[s] * pre[(size_t)s * cols + j];
+            }
+            wrow[j] = tp_sat32((int64_t)wrow[j] - tp_rsr64(acc, 24));
+        }
+    }
+}
+
+/* The ANP update of A, R, B from per-stream dl (section 6.5); da, db from the last step's
+ * xp*, b*, presynaptic u, xh_prev (replica 1's state of the previous step) and xh (its
+ * new state). */
+static void anp_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
+                       const int32_t *xh)
+{
+    const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out;
+    const int64_t lg = tp_hyper_lg(&m->hyper);
+    uint32_t s, i, o;
+    for (s = 0; s < nb; s++) {
+        const int32_t *p1 = m->xp1 + (size_t)s * n, *p2 = m->xp2 + (size_t)s * n;
+        const int32_t *c1 = m->b1 + (size_t)s * no, *c2 = m->b2 + (size_t)s * no;
+        int64_t d = tp_sat(dl[s], TP_DL_LIMIT), nda = 0, ndb = 0, lgo = lg;
+        for (i = 0; i < n; i++) {
+            int64_t v = tp_sat((int64_t)p2[i] - p1[i], TP_DIFF_LIMIT);
+            nda += v * v;
+        }
+        for (o = 0; o < no; o++) {
+            int64_t v = tp_sat((int64_t)c2[o] - c1[o], TP_DIFF_LIMIT);
+            ndb += v * v;
+        }
+        nda = nda < TP_NORM_LIMIT ? nda : TP_NORM_LIMIT;
+        ndb = ndb < TP_NORM_LIMIT ? ndb : TP_NORM_LIMIT;
+        m->gh[s] = tp_sat(tp_div(d * lg, nda * (int64_t)nb), TP_G_LIMIT);
+        if (m->hyper.output_cap) {
+            const int32_t *x = xh + (size_t)s * n;
+            int64_t nx = 0;
+            for (i = 0; i < n; i++) {
+                nx += (int64_t)x[i] * x[i];
+            }
+            if (nx > 0) {
+                int64_t c = tp_div(TP_CAP_NUM, nx);
+                lgo = c < lgo ? c : lgo;
+            }
+        }
+        m->go[s] = tp_sat(tp_div(d * lgo, ndb * (int64_t)nb), TP_G_LIMIT);
+    }
+    apply_update(m->A, n, ni, nb, m->gh, m->xp1, m->xp2, m->u);
+    apply_update(m->R, n, n, nb, m->gh, m->xp1, m->xp2, xh_prev);
+    apply_update(m->B, no, n, nb, m->go, m->b1, m->b2, xh);
+}
+
+/* Decorrelation of D (section 6.5) with xh = replica 1's new state. */
+static void decorrelate(tp_model *m, const int32_t *xh)
+{
+    const uint32_t nb = m->batch, n = m->n;
+    const int64_t eps_nb = (int64_t)m->hyper.eps_q / nb;
+    int32_t *D = m->D, *tmp = m->dec_tmp, *q = m->dec_q;
+    uint32_t s, i, j;
+    for (s = 0; s < nb; s++) {
+        const int32_t *x = xh + (size_t)s * n;
+        for (j = 0; j < n; j++) {
+            int64_t acc = 0;
+            for (i = 0; i < n; i++) {
+                acc += (int64_t)x[i] * D[(size_t)i * n + j];
+            }
+            tmp[(size_t)s * n + j] = (int32_t)tp_sat(tp_rsr64(acc, 24), TP_TMP_LIMIT);
+        }
+    }
+    for (i = 0; i < n; i++) {
+        int64_t acc = 0;
+        for (s = 0; s < nb; s++) {
+            int64_t v = xh[(size_t)s * n + i];
+            acc += v * v;
+        }
+        q[i] = (int32_t)tp_rsr64(acc, 16); /* <= 2^46 / 2^16 */
+    }
+    for (i = 0; i < n; i++) {
+        for (j = 0; j < n; j++) {
+            int64_t acc = 0, mm, m24;
+            int32_t *dij = &D[(size_t)i * n + j];
+            for (s = 0; s < nb; s++) {
+                acc += (int64_t)xh[(size_t)s * n + i] * tmp[(size_t)s * n + j];
+            }
+            mm = acc * 256 - (int64_t)q[i] * *dij;
+            m24 = tp_sat(tp_rsr64(mm, 16), TP_M_LIMIT);
+            *dij = tp_sat32((int64_t)*dij - tp_rsr64(eps_nb * m24, 32));
+        }
+    }
+}
+
+void tp_step(tp_model *m, const int32_t *u, const int32_t *y, int learn, uint32_t t,
+             int32_t *y1, int32_t *y2, tp_step_result *res)
+{
+    const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out;
+    const uint64_t p0 = m->rng_counter;
+    uint64_t samples = (uint64_t)nb * (n + no) * (m->hyper.two_noisy ? 2u : 1u);
+    size_t k;
+    uint32_t s, o;
+    int32_t *swap;
+    res->loss1 = res->loss2 = 0;
+    res->applied = 0;
+    m->pending = 0; /* an unrewarded step's update is dropped */
+    for (k = 0; k < (size_t)nb * ni; k++) {
+        m->u[k] = (int32_t)tp_sat(u[k], TP_IO_LIMIT);
+    }
+    m->rng_counter = p0 + 2 * samples; /* wraps mod 2^64 like the reference */
+    if (m->hyper.resync_every > 0 && m->counter % m->hyper.resync_every == 0) {
+        memcpy(m->xh2, m->xh1, (size_t)nb * n * sizeof(int32_t));
+    }
+    forward_pair(m, p0);
+    if (y != NULL) {
+        int64_t sum1 = 0, sum2 = 0;
+        for (s = 0; s < nb; s++) {
+            int64_t e1s = 0, e2s = 0;
+            for (o = 0; o < no; o++) {
+                size_t idx = (size_t)s * no + o;
+                int64_t ys = tp_sat(y[idx], TP_IO_LIMIT);
+                int64_t e1 = tp_sat(m->b1[idx] - ys, TP_DIFF_LIMIT);
+                int64_t e2 = tp_sat(m->b2[idx] - ys, TP_DIFF_LIMIT);
+                e1s += e1 * e1;
+                e2s += e2 * e2;
+            }
+            e1s /= no; /* per-stream losses; non-negative, so truncation is floor */
+            e2s /= no;
+            sum1 += e1s;
+            sum2 += e2s;
+            m->dl[s] = e2s - e1s;
+        }
+        res->loss1 = sum1 / nb;
+        res->loss2 = sum2 / nb;
+        if (learn) {
+            anp_update(m, m->dl, m->xh1, m->xn1);
+            res->applied = 1;
+        }
+    } else if (learn) {
+        m->pending = 1;
+        m->pending_t = t;
+    }
+    /* The new states become current; xn1 keeps xh1(t-1) for a pending update. */
+    swap = m->xh1, m->xh1 = m->xn1, m->xn1 = swap;
+    swap = m->xh2, m->xh2 = m->xn2, m->xn2 = swap;
+    m->counter++;
+    if (res->applied && m->hyper.decorrelation) {
+        decorrelate(m, m->xh1);
+    }
+    if (y1 != NULL) {
+        memcpy(y1, m->b1, (size_t)nb * no * sizeof(int32_t));
+    }
+    if (y2 != NULL) {
+        memcpy(y2, m->b2, (size_t)nb * no * sizeof(int32_t));
+    }
+}
+
+int tp_reward(tp_model *m, uint32_t t, const int64_t *dl)
+{
+    if (!m->pending || m->pending_t != t) {
+        return 0;
+    }
+    m->pending = 0;
+    anp_update(m, dl, m->xn1, m->xh1);
+    if (m->hyper.decorrelation) {
+        decorrelate(m, m->xh1);
+    }
+    return 1;
+}
+
+int tp_predict(tp_model *m, const int32_t *u, uint32_t batch, int reset, int32_t *y)
+{
+    const uint32_t n = m->n, ni = m->n_in, no = m->n_out;
+    uint32_t s, i, j, o;
+    if (batch < 1 || batch > m->eval_cap) {
+        return TP_ERR_ARGS;
+    }
+    if (reset || batch != m->eval_batch) {
+        memset(m->xh_eval, 0, (size_t)m->eval_cap * n * sizeof(int32_t));
+        m->eval_batch = batch;
+    }
+    for (s = 0; s < batch; s++) {
+        int32_t *xh = m->xh_eval + (size_t)s * n;
+        const int32_t *us = u + (size_t)s * ni;
+        int32_t *x = m->xtmp;
+        for (i = 0; i < n; i++) {
+            const int32_t *arow = m->A + (size_t)i * ni;
+            const int32_t *rrow = m->R + (size_t)i * n;
+            int64_t acc = 0;
+            for (j = 0; j < ni; j++) {
+                acc += (int64_t)arow[j] * tp_sat(us[j], TP_IO_LIMIT);
+            }
+            for (j = 0; j < n; j++) {
+                acc += (int64_t)rrow[j] * xh[j];
+            }
+            x[i] = tp_tanh_q16(tp_sat32(tp_rsr64(acc, 24)));
+        }
+        if (m->D) {
+            apply_d(m, x, xh);
+        } else {
+            memcpy(xh, x, (size_t)n * sizeof(int32_t));
+        }
+        for (o = 0; o < no; o++) {
+            const int32_t *brow = m->B + (size_t)o * n;
+            int64_t acc = 0;
+            for (j = 0; j < n; j++) {
+                acc += (int64_t)brow[j] * xh[j];
+            }
+            y[(size_t)s * no + o] = tp_sat32(tp_rsr64(acc, 24));
+        }
+    }
+    return TP_OK;
+}
