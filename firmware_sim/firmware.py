@@ -37,7 +37,7 @@ from twinpass.devices.protocol import (
 from twinpass.kernels.errors import ConfigError, ShapeError
 
 from . import model_image as mi
-from .fixed_point import MAX_BATCH, FixedNet, Hyper
+from .fixed_point import MAX_BATCH, U64_MAX, FixedNet, Hyper
 from .flash import NO_SLOT, STATE_PENDING, Flash, FlashError, Storage
 
 FW_VERSION = "0.1.0"
@@ -723,9 +723,9 @@ class Firmware:
             "xh1": _bin(p, "xh1", batch * net.n),
             "xh2": _bin(p, "xh2", batch * net.n),
             "xh_eval": _bin(p, "xh_eval", eb * net.n),
-            "counter": _int(p, "counter", 0),
+            "counter": _int(p, "counter", 0, U64_MAX),  # both u64 (§6.1); 1.2: refused beyond
             "rng_seed": _int(p, "rng_seed", 0, 0xFFFFFFFF),
-            "rng_counter": _int(p, "rng_counter", 0),
+            "rng_counter": _int(p, "rng_counter", 0, U64_MAX),
         }
         t_next = _int(p, "t_next", 0, T_MASK, default=0)  # new in 1.1; a 1.0 host: 0
         need = mi.ram_footprint(

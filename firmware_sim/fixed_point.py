@@ -12,7 +12,8 @@ Formats:
 
 - activities (inputs u, targets y*, pre-activations a, hidden x and xh, outputs b): Q16.16
   in int32 (value = q / 2**16); inputs and targets are saturated to ±2**23 (±128), hidden
-  states xh to ±2**20 (±16) so that no int64 accumulator can overflow (§6.2);
+  states xh to ±2**20 (±16) when D is stored (else tanh bounds them to ±2**16) so that no
+  int64 accumulator can overflow (§6.1); STATE_SET refuses states beyond that bound;
 - weights A, R, B, D: Q7.24 in int32 (value = q / 2**24, range ±128);
 - losses and squared norms: Q32 in int64.
 
@@ -47,6 +48,7 @@ ONE_A = 1 << A_FRAC
 ONE_W = 1 << W_FRAC
 
 I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
+U64_MAX = (1 << 64) - 1  # the step counter and the noise counter are u64 (§6.3)
 IO_LIMIT = 1 << 23  # |u|, |y*| <= 128
 XH_LIMIT = 1 << 20  # |xh| <= 16
 DIFF_LIMIT = 1 << 23  # |da|, |db|, |e| <= 128
@@ -234,7 +236,12 @@ class Hyper:
 
     @property
     def lg_q(self) -> int:
-        """lr·gain in Q24: ``min((lr_q · gain_q + 2**23) >> 24, 2**24)``."""
+        """lr·gain in Q24: ``min((lr_q · gain_q + 2**23) >> 24, 2**24)``.
+
+        The one product formed in uint64 rather than int64 (§6.5): two u32 factors give
+        less than 2**64 - 2**33 + 2, so the product and the rounding term fit a uint64
+        exactly; Python's int computes the same value.
+        """
         return min(rshift_round(int(self.lr_q) * int(self.gain_q), 24), LG_LIMIT)
 
     def to_dict(self) -> dict[str, Any]:
@@ -502,7 +509,7 @@ class FixedNet:
                 t, da, db, (da * da).sum(axis=1), (db * db).sum(axis=1), u, xh_prev, xh1n
             )
         self.xh1, self.xh2 = xh1n, xh2n
-        self.counter += 1
+        self.counter = (self.counter + 1) & U64_MAX  # u64, wrapping as in C
         if applied and self.hyper.decorrelation:
             self._decorrelate(self.xh1)
         return StepOut(b1, b2, l1, l2, applied)
@@ -601,22 +608,48 @@ class FixedNet:
             "pending_t": None if self.pending is None else self.pending.t,
         }
 
+    @property
+    def xh_bound(self) -> int:
+        """The bound the step keeps hidden states within: the ±16 clamp (``2**20`` in Q16)
+        when D is stored, else tanh's range (``2**16``). STATE_SET refuses states beyond it."""
+        return XH_LIMIT if self.D is not None else ONE_A
+
     def import_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`export_state` returned; checks everything before changing
+        anything. Refuses (ConfigError) hidden states beyond :attr:`xh_bound` — a state the
+        step cannot produce, which would break the int64 bounds of §6.1 — and counters
+        outside u64."""
         batch = int(state["batch"])
-        if batch != self.batch:
-            self.set_batch(batch)
+        if not 1 <= batch <= MAX_BATCH:
+            raise ConfigError(f"batch must be in [1, {MAX_BATCH}], got {batch}")
         eb = int(state["eval_batch"])
         shapes = {"xh1": (batch, self.n), "xh2": (batch, self.n), "xh_eval": (eb, self.n)}
+        bound = self.xh_bound
+        what = "the ±16 clamp, D stored" if self.D is not None else "tanh's range, D absent"
         arrays = {}
         for key, shape in shapes.items():
             arr = np.asarray(state[key], np.int64)
             if arr.size != shape[0] * shape[1]:
                 raise ShapeError(f"state {key} has {arr.size} values, expected {shape}")
-            arrays[key] = arr.reshape(shape)
+            if arr.size and int(np.abs(arr).max()) > bound:
+                raise ConfigError(
+                    f"state {key} holds {int(arr.reshape(-1)[np.abs(arr).argmax()])}, outside "
+                    f"±{bound} (±{bound >> A_FRAC} in Q16.16: {what}), the bound the step keeps "
+                    "hidden states within; the device cannot have produced it"
+                )
+            arrays[key] = arr.reshape(shape).copy()
+        counters = {}
+        for key in ("counter", "rng_counter"):
+            v = int(state[key])
+            if not 0 <= v <= U64_MAX:
+                raise ConfigError(f"state {key} must be a u64 in [0, 2**64 - 1], got {v}")
+            counters[key] = v
+        if batch != self.batch:
+            self.set_batch(batch)
         self.xh1, self.xh2, self.xh_eval = arrays["xh1"], arrays["xh2"], arrays["xh_eval"]
-        self.counter = int(state["counter"])
+        self.counter = counters["counter"]
         self.seed = int(state["rng_seed"]) & _M32
-        self.rng_counter = int(state["rng_counter"]) & ((1 << 64) - 1)
+        self.rng_counter = counters["rng_counter"]
         self.pending = None
 
     def weights(self) -> dict[str, np.ndarray | None]:

@@ -109,8 +109,8 @@ void tp_model_reseed(tp_model *m, uint32_t seed)
 
 int64_t tp_hyper_lg(const tp_hyper *h)
 {
-    /* In uint64: lr_q * gain_q < 2^64 - 2^33, plus 2^23 cannot wrap; non-negative, so the
-     * shift is a plain one. */
+    /* In uint64: lr_q * gain_q <= (2^32 - 1)^2 = 2^64 - 2^33 + 1, plus 2^23 cannot wrap;
+     * non-negative, so the shift is a plain one. */
     uint64_t v = ((uint64_t)h->lr_q * h->gain_q + ((uint64_t)1 << 23)) >> 24;
     return v > (uint64_t)TP_LG_LIMIT ? TP_LG_LIMIT : (int64_t)v;
 }

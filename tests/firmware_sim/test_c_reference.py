@@ -7,10 +7,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from naive.fixed_point import CNet
+from naive.fixed_point import CNet, Overflow
 
-from twinpass.firmware_sim.fixed_point import A_FRAC, W_FRAC, FixedNet, hyper_from_rule
+from twinpass.firmware_sim.fixed_point import (
+    A_FRAC,
+    U64_MAX,
+    W_FRAC,
+    FixedNet,
+    Hyper,
+    hyper_from_rule,
+)
 from twinpass.firmware_sim.fixed_point import quantise_array as q
+from twinpass.kernels.errors import ConfigError
 from twinpass.runtime import Params, RuleConfig
 
 CASES = {
@@ -50,3 +58,70 @@ def test_simulator_equals_the_c_style_reference(name: str, compiled: bool) -> No
             assert fx.D.tolist() == cn.D, t
         assert fx.xh1.tolist() == cn.xh1 and fx.xh2.tolist() == cn.xh2, t
         assert fx.rng_counter == cn.p
+
+
+def _pair(hyper: Hyper, batch: int, compiled: bool, wscale: float = 1.0, stored_d=False):
+    n_in, n, n_out = 3, 6, 2
+    p = Params.init(n_in, n, n_out, seed=4)
+    A, R, B = (q(m * wscale, W_FRAC) for m in (p.A, p.R, p.B))
+    D = q(np.eye(n) + 0.05, W_FRAC) if stored_d else None
+    fx = FixedNet(A.copy(), R.copy(), B.copy(), None if D is None else D.copy(), hyper,
+                  batch=batch, seed=11, compiled=compiled)  # fmt: skip
+    return fx, CNet(A, R, B, fx.D if D is None else D, hyper, batch, 11)
+
+
+def _run_both(fx: FixedNet, cn: CNet, steps: int, scale: float = 0.5) -> None:
+    g = np.random.default_rng(5)
+    for t in range(steps):
+        u = q(scale * g.standard_normal((fx.batch, fx.n_in)), A_FRAC, (1 << 31) - 1)
+        y = q(scale * g.standard_normal((fx.batch, fx.n_out)), A_FRAC, (1 << 31) - 1)
+        out = fx.step(u, y, True)
+        y1, l1, l2 = cn.step(u.tolist(), y.tolist(), True)
+        assert out.y1.tolist() == y1 and (out.loss1, out.loss2) == (l1, l2), t
+        assert fx.A.tolist() == cn.A and fx.R.tolist() == cn.R and fx.B.tolist() == cn.B, t
+        assert fx.xh1.tolist() == cn.xh1 and fx.xh2.tolist() == cn.xh2, t
+        assert (fx.counter, fx.rng_counter) == (cn.counter, cn.p), t
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["loops", "numpy"])
+@pytest.mark.parametrize("output_cap", [True, False], ids=["cap", "no_cap"])
+def test_lr_gain_at_the_extreme_follows_the_uint64_rule(compiled: bool, output_cap: bool) -> None:
+    """lr_q = gain_q = 2**32 - 1 (valid, §6.6): lr_q·gain_q is ~2**64, past int64; formed in
+    uint64 as §6.1/§6.5 say, lg clamps to 2**24 and the reference equals the simulator."""
+    top = 0xFFFFFFFF
+    assert top * top + (1 << 23) < 1 << 64 <= 2 * (top * top)  # uint64 holds it, int64 not
+    hyper = Hyper(lr_q=top, gain_q=top, sigma_q=3000, output_cap=output_cap, resync_every=2)
+    assert hyper.lg_q == 1 << 24
+    fx, cn = _pair(hyper, batch=2, compiled=compiled)
+    _run_both(fx, cn, 12)
+
+
+def test_a_hidden_state_beyond_the_bound_overflows_int64() -> None:
+    """Why STATE_SET refuses states beyond the bound (§6.1): with extreme weights, a state at
+    the bound keeps every int64 in range (the reference equals the simulator), an int32
+    state beyond it overflows even at N = 6."""
+    hyper = Hyper(lr_q=1 << 28, sigma_q=3000, decorrelation=False)
+    for stored_d, bound in ((True, 1 << 20), (False, 1 << 16)):
+        fx, cn = _pair(hyper, batch=1, compiled=True, stored_d=stored_d)
+        top = np.full_like(fx.R, (1 << 31) - 1)
+        fx.A, fx.R, fx.B = top[:, : fx.n_in].copy(), top.copy(), top[: fx.n_out].copy()
+        cn.A, cn.R, cn.B = fx.A.tolist(), fx.R.tolist(), fx.B.tolist()
+        state = fx.export_state()
+        xh = np.full((1, fx.n), bound, np.int64)
+        fx.import_state({**state, "xh1": xh, "xh2": -xh, "xh_eval": xh})
+        cn.xh1, cn.xh2 = xh.tolist(), (-xh).tolist()
+        _run_both(fx, cn, 3, scale=200.0)
+        with pytest.raises(ConfigError, match="state xh1 holds"):
+            fx.import_state({**state, "xh1": xh * 0 + (1 << 31) - 1})
+        cn.xh1 = [[(1 << 31) - 1] * fx.n]
+        with pytest.raises(Overflow, match="int64 overflow"):
+            cn.step([[0] * fx.n_in], [[0] * fx.n_out], True)
+
+
+def test_counters_wrap_at_2_64_like_the_reference() -> None:
+    """counter and rng_counter are u64 and wrap (§6.1, §6.3), in a sample's second word too."""
+    fx, cn = _pair(Hyper(sigma_q=3000, resync_every=3), batch=1, compiled=True)
+    fx.import_state({**fx.export_state(), "counter": U64_MAX - 1, "rng_counter": U64_MAX - 8})
+    cn.counter, cn.p = U64_MAX - 1, U64_MAX - 8
+    _run_both(fx, cn, 5)
+    assert fx.counter == 3

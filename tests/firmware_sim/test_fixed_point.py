@@ -128,6 +128,54 @@ def test_export_import_continues_bit_identically() -> None:
     assert np.array_equal(a.R, b.R)
 
 
+@pytest.mark.parametrize(
+    ("decorrelation", "bound"), [(False, ONE_A), (True, fp.XH_LIMIT)], ids=["no_d", "d_stored"]
+)
+def test_import_state_refuses_hidden_states_beyond_the_step_bound(
+    decorrelation: bool, bound: int
+) -> None:
+    """STATE_SET's rule (docs/protocol.md §6.1): |xh| <= 2**16 (tanh's range) without D,
+    <= 2**20 (the ±16 clamp) with D stored; beyond it refused, naming key and bound, and
+    nothing changed (not even the batch)."""
+    net = make_net(decorrelation=decorrelation)
+    assert net.xh_bound == bound and (net.D is not None) == decorrelation
+    good = net.export_state()
+    for key in ("xh1", "xh2", "xh_eval"):
+        edge = {**good, key: np.full_like(good[key], bound)}
+        edge[key][0, 0] = -bound
+        net.import_state(edge)  # the bound itself is a state the step can produce
+        assert np.abs(getattr(net, key)).max() == bound
+    net.import_state(good)
+    for key in ("xh1", "xh2", "xh_eval"):
+        for v in (bound + 1, -bound - 1, fp.I32_MAX):
+            zeros = np.zeros((2, net.n), np.int64)
+            bad = {**good, "batch": 2, "xh1": zeros, "xh2": zeros.copy(), "xh_eval": zeros[:1]}
+            bad[key] = bad[key].copy()
+            bad[key][-1, -1] = v
+            with pytest.raises(ConfigError, match=rf"state {key} holds {v}.*±{bound} "):
+                net.import_state(bad)
+            assert net.batch == 1 and net.xh1.shape == (1, net.n)
+            assert all(np.array_equal(good[k], net.export_state()[k]) for k in good if k != "xh1")
+
+
+def test_counters_are_u64_refused_beyond_and_wrapping() -> None:
+    """``counter`` and ``rng_counter`` are u64 (docs/protocol.md §6.1): STATE_SET refuses
+    values outside [0, 2**64 - 1]; stepping past 2**64 - 1 wraps to 0 as the C core's
+    uint64 does."""
+    net = make_net(resync_every=3)
+    good = net.export_state()
+    for key in ("counter", "rng_counter"):
+        for v in (1 << 64, -1):
+            with pytest.raises(ConfigError, match=rf"state {key} must be a u64"):
+                net.import_state({**good, key: v})
+    assert net.counter == 0 and net.rng_counter == 0
+    U, Y = stream(T=2)
+    net.import_state({**good, "counter": fp.U64_MAX, "rng_counter": fp.U64_MAX - 1})
+    net.step(U[0], Y[0], True)
+    assert net.counter == 0  # not 2**64: the resync schedule follows the u64
+    assert net.rng_counter == 2 * (net.n + net.n_out) - 2
+
+
 def test_reward_variant_equals_learning_with_targets() -> None:
     U, Y = stream(T=40)
     a, b = make_net(), make_net()

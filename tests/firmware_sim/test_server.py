@@ -287,6 +287,47 @@ def test_state_export_import_and_predict(link: SimLink) -> None:
     assert error_code(wrong) == "BAD_ARGS" and "bytes" in wrong.payload["msg"]
 
 
+def test_state_set_refuses_states_the_device_cannot_produce(link: SimLink) -> None:
+    """1.2 (docs/protocol.md §3, §6.1): STATE_SET refuses with BAD_ARGS, naming the key and
+    the bound, a hidden state beyond ±2**16 (no D) / ±2**20 (D stored) and a negative
+    counter, and changes nothing; the bounds themselves and u64 counters up to 2**64 - 1
+    (msgpack carries no larger integer) are accepted, and the counters wrap as in C."""
+    img = image()
+    link.deploy(img, shape=SHAPE)
+    U, Y = data(3)
+    link.ok(MsgType.STEP, step_payload(0, U[:1], Y[:1]))
+    state = link.ok(MsgType.STATE_GET, {})
+
+    def with_value(key: str, v: int) -> dict:
+        a = np.zeros(len(state[key]) // 4, np.int64)
+        a[-1] = v
+        return {**state, key: pack_array(a, "int32")}
+
+    for bound, mode in ((1 << 16, None), (1 << 20, {"decorrelation": True})):
+        if mode:
+            link.ok(MsgType.SET_MODE, mode)  # D is stored from now on: the ±16 clamp
+            state = link.ok(MsgType.STATE_GET, {})
+        for key in ("xh1", "xh2", "xh_eval"):
+            for v in (bound + 1, -bound - 1):
+                bad = link.request(MsgType.STATE_SET, with_value(key, v))
+                assert error_code(bad) == "BAD_ARGS", bad
+                msg = bad.payload["msg"]
+                assert f"state {key} holds {v}" in msg and f"±{bound} " in msg, msg
+                assert link.ok(MsgType.STATE_GET, {}) == state  # nothing changed
+            for v in (-bound, bound):
+                link.ok(MsgType.STATE_SET, with_value(key, v))
+                assert link.ok(MsgType.STATE_GET, {})[key] == with_value(key, v)[key]
+            link.ok(MsgType.STATE_SET, state)
+    for key in ("counter", "rng_counter"):
+        bad = link.request(MsgType.STATE_SET, {**state, key: -1})
+        assert error_code(bad) == "BAD_ARGS" and key in bad.payload["msg"]
+    top = (1 << 64) - 1
+    link.ok(MsgType.STATE_SET, {**state, "counter": top, "rng_counter": top - 1})
+    link.ok(MsgType.STEP, step_payload(0, U[1:2], Y[1:2]))
+    after = link.ok(MsgType.STATE_GET, {})
+    assert after["counter"] == 0 and after["rng_counter"] == 2 * (N + N_OUT) - 2
+
+
 def test_no_model_errors(link: SimLink) -> None:
     U, Y = data(1)
     assert error_code(link.request(MsgType.STEP, step_payload(0, U, Y))) == "NO_MODEL"

@@ -2,8 +2,9 @@
 
 Scalar loops over Python ints, in the order a C loop would run, with every intermediate
 checked against the C type it would have (int32 for stored values, int64 for accumulators
-and products, uint32 for the generator). Python ints never wrap, so a value that would
-overflow in C raises here instead of silently wrapping as NumPy's int64 would: equality with
+and products, uint32 for the generator; uint64 for the one product lr_q·gain_q and for the
+counters, which wrap). Python ints never wrap, so a value that would overflow in C raises
+here instead of silently wrapping as NumPy's int64 would: equality with
 :class:`twinpass.firmware_sim.fixed_point.FixedNet` then shows both that the vectorised
 simulator computes what the document says and that the document's bounds hold.
 """
@@ -24,6 +25,12 @@ class Overflow(AssertionError):
 def c64(v: int) -> int:
     if not -I64 <= v < I64:
         raise Overflow(f"int64 overflow: {v}")
+    return v
+
+
+def cu64(v: int) -> int:
+    if not 0 <= v < 1 << 64:
+        raise Overflow(f"uint64 overflow: {v}")
     return v
 
 
@@ -100,7 +107,7 @@ class CNet:
 
     def sample(self) -> int:
         w0, w1 = self.word(self.p), self.word(self.p + 1)
-        self.p += 2
+        self.p = (self.p + 2) & ((1 << 64) - 1)  # u64 word index, wrapping
         g = (w0 & 0xFFFF) + (w0 >> 16) + (w1 & 0xFFFF) + (w1 >> 16) - 131070
         return rsr(c64(c64(g * 113512) * self.h.sigma_q), 32)
 
@@ -157,14 +164,15 @@ class CNet:
         if learn:
             self._update(losses, xp, bo, U, xhn[0])
         self.xh1, self.xh2 = xhn[0], xhn[1]
-        self.counter += 1
+        self.counter = (self.counter + 1) & ((1 << 64) - 1)  # u64, wrapping
         if learn and h.decorrelation:
             self._decorrelate(self.xh1)
         return bo[0], sum(losses[0]) // nb, sum(losses[1]) // nb
 
     def _update(self, losses, xp, bo, U, xh_new) -> None:
         h, nb, n, no = self.h, self.nb, self.n, self.n_out
-        lg = min(rsr(h.lr_q * h.gain_q, 24), 1 << 24)
+        # The one uint64 product (§6.5): u32 · u32 + 2**23 < 2**64, rounded, then clamped.
+        lg = min(cu64(cu64(h.lr_q * h.gain_q) + (1 << 23)) >> 24, 1 << 24)
         kh, ko = [], []
         for s in range(nb):
             dl = sat(losses[1][s] - losses[0][s], 1 << 38)
