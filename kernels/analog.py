@@ -232,6 +232,21 @@ def refresh_tile(dev, tw, W, scale, prm, rng, clock, last, nbuf):
 
 
 @njit(inline="always")
+def _store_pulsed(dev, tw, i, j, d, g, gm, unidir, prm, rng, clock):
+    """Store a pulsed conductance ``g`` (a fresh write: no drift, no 1/f yet) of device d;
+    past the refresh threshold a PCM pair is reset and its weight reprogrammed."""
+    dev[i, j, d, F_G0] = g
+    dev[i, j, d, F_FAC] = 1.0
+    dev[i, j, d, F_FLK] = 0.0
+    tw[i, j, d] = clock
+    if unidir and g > prm[P_REFRESH_THR] * gm:
+        w = np.float64(_gread(dev, 0, i, j)) - _gread(dev, 1, i, j)
+        _write(dev, tw, 0, i, j, 0.0, prm, rng, clock)
+        _write(dev, tw, 1, i, j, 0.0, prm, rng, clock)
+        _program_pair(dev, tw, i, j, w, prm, rng, clock)
+
+
+@njit(inline="always")
 def _fire(dev, tw, W, i, j, n, scale, prm, rng, clock):
     """Apply ``n`` pulses (sign = direction) to weight (i, j), then refresh its W entry.
 
@@ -262,16 +277,7 @@ def _fire(dev, tw, W, i, j, n, scale, prm, rng, clock):
             else:
                 r = max(1.0 - dw / (gm * gsym), 0.0)
                 g = g * r**cnt
-            g = min(max(g, 0.0), gm)
-            dev[i, j, d, F_G0] = g
-            dev[i, j, d, F_FAC] = 1.0
-            dev[i, j, d, F_FLK] = 0.0
-            tw[i, j, d] = clock
-            if unidir and g > prm[P_REFRESH_THR] * gm:
-                w = np.float64(_gread(dev, 0, i, j)) - _gread(dev, 1, i, j)
-                _write(dev, tw, 0, i, j, 0.0, prm, rng, clock)
-                _write(dev, tw, 1, i, j, 0.0, prm, rng, clock)
-                _program_pair(dev, tw, i, j, w, prm, rng, clock)
+            _store_pulsed(dev, tw, i, j, d, min(max(g, 0.0), gm), gm, unidir, prm, rng, clock)
         cnt = 0
     for _ in range(cnt):
         if dev[i, j, d, F_STUCK] > 0:
@@ -283,16 +289,7 @@ def _fire(dev, tw, W, i, j, n, scale, prm, rng, clock):
         st = dw * (1.0 - gh) / (1.0 - gsym) if up else -dw * gh / gsym
         if prm[P_DW_C2C] > 0.0:
             st *= 1.0 + prm[P_DW_C2C] * next_normal_inline(rng)
-        g = min(max(g + st, 0.0), gm)
-        dev[i, j, d, F_G0] = g
-        dev[i, j, d, F_FAC] = 1.0
-        dev[i, j, d, F_FLK] = 0.0
-        tw[i, j, d] = clock
-        if unidir and g > prm[P_REFRESH_THR] * gm:
-            w = np.float64(_gread(dev, 0, i, j)) - _gread(dev, 1, i, j)
-            _write(dev, tw, 0, i, j, 0.0, prm, rng, clock)
-            _write(dev, tw, 1, i, j, 0.0, prm, rng, clock)
-            _program_pair(dev, tw, i, j, w, prm, rng, clock)
+        _store_pulsed(dev, tw, i, j, d, min(max(g + st, 0.0), gm), gm, unidir, prm, rng, clock)
     _set_weight(W, dev, i, j, scale)
 
 
