@@ -37,6 +37,21 @@ def _plt() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, out: Path, name: str) -> list[str]:
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return [name]
+
+
+def _task_panels(groups: dict[tuple, Group]) -> dict[tuple[str, str], list[Group]]:
+    """The groups of the per-task experiments, by (experiment, variant), in order."""
+    panels: dict[tuple[str, str], list[Group]] = {}
+    for (exp, variant, _rule, _n), g in groups.items():
+        if exp in ("mackey-glass", "copy", "weather"):
+            panels.setdefault((exp, variant), []).append(g)
+    return panels
+
+
 def _band(ax: Any, curves: list[list[float]], label: str, color: str) -> None:
     n = min(len(c) for c in curves)
     arr = np.array([c[:n] for c in curves], dtype=float)
@@ -48,10 +63,7 @@ def _band(ax: Any, curves: list[list[float]], label: str, color: str) -> None:
 
 def learning_curves(groups: dict[tuple, Group], out: Path) -> list[str]:
     plt = _plt()
-    panels: dict[tuple[str, str], list[Group]] = {}
-    for (exp, variant, _rule, _n), g in groups.items():
-        if exp in ("mackey-glass", "copy", "weather"):
-            panels.setdefault((exp, variant), []).append(g)
+    panels = _task_panels(groups)
     if not panels:
         return []
     ncols = min(3, len(panels))
@@ -74,18 +86,12 @@ def learning_curves(groups: dict[tuple, Group], out: Path) -> list[str]:
         ax.set_ylabel("test MSE")
         ax.grid(alpha=0.3, which="both")
     axes.flat[0].legend(fontsize=7)
-    name = "learning_curves.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return [name]
+    return _save(plt, fig, out, "learning_curves.png")
 
 
 def final_bars(groups: dict[tuple, Group], out: Path) -> list[str]:
     plt = _plt()
-    panels: dict[str, list[Group]] = {}
-    for (exp, variant, _rule, _n), g in groups.items():
-        if exp in ("mackey-glass", "copy", "weather"):
-            panels.setdefault(f"{exp} {variant}".strip(), []).append(g)
+    panels = {f"{e} {v}".strip(): gs for (e, v), gs in _task_panels(groups).items()}
     if not panels:
         return []
     rules = [r for r in RULES if any(g.rule == r for gs in panels.values() for g in gs)]
@@ -108,10 +114,7 @@ def final_bars(groups: dict[tuple, Group], out: Path) -> list[str]:
     ax.set_ylabel("final test MSE (mean, min–max)")
     ax.legend(fontsize=7, ncol=3)
     ax.grid(alpha=0.3, axis="y", which="both")
-    name = "final_performance.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return [name]
+    return _save(plt, fig, out, "final_performance.png")
 
 
 def scaling(groups: dict[tuple, Group], out: Path) -> list[str]:
@@ -139,10 +142,7 @@ def scaling(groups: dict[tuple, Group], out: Path) -> list[str]:
     ax.set_ylabel("final test MSE")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3, which="both")
-    name = "scaling.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return [name]
+    return _save(plt, fig, out, "scaling.png")
 
 
 def decorrelation(groups: dict[tuple, Group], out: Path) -> list[str]:
@@ -169,10 +169,7 @@ def decorrelation(groups: dict[tuple, Group], out: Path) -> list[str]:
     ax2.set_xlabel("final decorrelation loss")
     ax2.set_ylabel("final test MSE")
     ax2.grid(alpha=0.3, which="both")
-    name = "decorrelation.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return [name]
+    return _save(plt, fig, out, "decorrelation.png")
 
 
 def memory(memory_rows: list[dict[str, Any]], out: Path) -> list[str]:
@@ -195,10 +192,7 @@ def memory(memory_rows: list[dict[str, Any]], out: Path) -> list[str]:
     ax.set_ylabel("peak RSS (MiB)")
     ax.legend()
     ax.grid(alpha=0.3, which="both")
-    name = "memory.png"
-    fig.savefig(out / name, dpi=110)
-    plt.close(fig)
-    return [name]
+    return _save(plt, fig, out, "memory.png")
 
 
 def draw_all(
