@@ -20,7 +20,8 @@ import json
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from sweep import read_rows, run_pending  # the sibling module: scripts run from here
 
 SCALES = (0.0, 0.5, 1.0, 2.0, 4.0)
 
@@ -201,10 +202,7 @@ def main() -> None:
                                                      "analog.png"))  # fmt: skip
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
-    rows = []
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_rows(args.out)
     if not args.summary_only:
         done = {(r["config"], r["seed"], r["epochs"]) for r in rows if "config" in r}
         todo = [
@@ -213,20 +211,8 @@ def main() -> None:
             for s in range(args.seeds)
             if (c, s, args.epochs) not in done
         ]
-        with ProcessPoolExecutor(args.jobs) as pool, open(args.out, "a") as f:
-            futures = [pool.submit(run_one, *job) for job in todo]
-            for fut in as_completed(futures):
-                row = fut.result()
-                rows.append(row)
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                status = (
-                    f"diverged at step {row['diverged_at_step']}"
-                    if row["diverged"]
-                    else f"test MSE {row['final_test_mse']:.2e}"
-                )
-                print(f"{row['config']:36s} seed={row['seed']} {status} "
-                      f"({row['wall_s']:.0f} s)", flush=True)  # fmt: skip
+        run_pending(run_one, todo, args.out, args.jobs, rows,
+                    lambda r: f"{r['config']:36s} seed={r['seed']}")  # fmt: skip
         if args.speed and not any("us_per_step" in r for r in rows):
             with open(args.out, "a") as f:
                 for row in speed(args.repeats, 2000):

@@ -14,11 +14,11 @@ stopped; the summary table is computed from that file.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from sweep import read_rows, run_pending  # the sibling module: scripts run from here
 
 CONFIGS = {
     "ANP": {},
@@ -88,10 +88,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--summary-only", action="store_true")
     args = ap.parse_args()
-    rows = []
-    if os.path.exists(args.out):
-        with open(args.out) as f:
-            rows = [json.loads(line) for line in f if line.strip()]
+    rows = read_rows(args.out)
     if not args.summary_only:
         done = {(r["config"], r["N"], r["seed"], r["epochs"], r["pairing"]) for r in rows}
         todo = [
@@ -103,23 +100,8 @@ def main() -> None:
         ]
         # Largest first, so the long runs do not end up alone at the end.
         todo.sort(key=lambda job: -job[1])
-        with ProcessPoolExecutor(args.jobs) as pool, open(args.out, "a") as f:
-            futures = [pool.submit(run_one, *job) for job in todo]
-            for fut in as_completed(futures):
-                row = fut.result()
-                rows.append(row)
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                status = (
-                    "diverged at step " + str(row["diverged_at_step"])
-                    if row["diverged"]
-                    else f"test MSE {row['final_test_mse']:.2e}"
-                )
-                print(
-                    f"{row['config']:14s} N={row['N']:5d} seed={row['seed']} {status} "
-                    f"({row['wall_s']:.0f} s)",
-                    flush=True,
-                )
+        run_pending(run_one, todo, args.out, args.jobs, rows,
+                    lambda r: f"{r['config']:14s} N={r['N']:5d} seed={r['seed']}")  # fmt: skip
     print(summarise(rows))
 
 
