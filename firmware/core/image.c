@@ -170,20 +170,16 @@ static uint8_t *store(uint8_t *dst, const int32_t *src, size_t count)
     return dst;
 }
 
-size_t tp_image_write(const tp_model *m, uint8_t *out, size_t cap)
+/* The live image's 64-byte header, with the payload's length. */
+static void write_header(const tp_model *m, uint8_t *out)
 {
     const int d = m->D != NULL;
     const size_t size = tp_image_size(m->n_in, m->n, m->n_out, d);
     const size_t plen = size - TP_IMAGE_HEADER_SIZE - TP_IMAGE_TRAILER_SIZE;
-    const size_t n = m->n;
     uint32_t flags = (d ? TP_IMAGE_FLAG_D_PRESENT : 0) |
                      (m->hyper.output_cap ? TP_IMAGE_FLAG_OUTPUT_CAP : 0) |
                      (m->hyper.two_noisy ? TP_IMAGE_FLAG_TWO_NOISY : 0) |
                      (m->hyper.decorrelation ? TP_IMAGE_FLAG_DECORRELATION : 0);
-    uint8_t *p;
-    if (cap < size) {
-        return 0;
-    }
     memset(out, 0, TP_IMAGE_HEADER_SIZE);
     memcpy(out, "TPMI", 4);
     wr16(out + 4, TP_IMAGE_VERSION);
@@ -202,6 +198,19 @@ size_t tp_image_write(const tp_model *m, uint8_t *out, size_t cap)
     wr32(out + 36, m->hyper.resync_every);
     wr32(out + 40, (uint32_t)plen);
     wr32(out + 60, tp_crc32_update(0, out, TP_IMAGE_HEADER_SIZE - 4));
+}
+
+size_t tp_image_write(const tp_model *m, uint8_t *out, size_t cap)
+{
+    const int d = m->D != NULL;
+    const size_t size = tp_image_size(m->n_in, m->n, m->n_out, d);
+    const size_t plen = size - TP_IMAGE_HEADER_SIZE - TP_IMAGE_TRAILER_SIZE;
+    const size_t n = m->n;
+    uint8_t *p;
+    if (cap < size) {
+        return 0;
+    }
+    write_header(m, out);
     p = out + TP_IMAGE_HEADER_SIZE;
     p = store(p, m->A, n * m->n_in);
     p = store(p, m->R, n * n);
@@ -211,4 +220,84 @@ size_t tp_image_write(const tp_model *m, uint8_t *out, size_t cap)
     }
     wr32(p, tp_crc32_update(0, out + TP_IMAGE_HEADER_SIZE, plen));
     return size;
+}
+
+/* The payload's weights in image order (A, R, B, D) as one sequence of words: word k. */
+static int32_t payload_word(const tp_model *m, size_t k)
+{
+    const size_t n = m->n, na = n * m->n_in, nr = n * n, nb = (size_t)m->n_out * n;
+    if (k < na) {
+        return m->A[k];
+    }
+    k -= na;
+    if (k < nr) {
+        return m->R[k];
+    }
+    k -= nr;
+    if (k < nb) {
+        return m->B[k];
+    }
+    return m->D[k - nb];
+}
+
+size_t tp_image_live_size(const tp_model *m)
+{
+    return tp_image_size(m->n_in, m->n, m->n_out, m->D != NULL);
+}
+
+uint32_t tp_image_payload_crc(const tp_model *m)
+{
+    const size_t words = (tp_image_live_size(m) - TP_IMAGE_HEADER_SIZE - TP_IMAGE_TRAILER_SIZE) / 4;
+    uint8_t buf[64];
+    uint32_t crc = 0;
+    size_t k = 0, j;
+    while (k < words) {
+        size_t chunk = words - k < 16 ? words - k : 16;
+        for (j = 0; j < chunk; j++) {
+            wr32(buf + 4 * j, (uint32_t)payload_word(m, k + j));
+        }
+        crc = tp_crc32_update(crc, buf, 4 * chunk);
+        k += chunk;
+    }
+    return crc;
+}
+
+size_t tp_image_read_live(const tp_model *m, uint32_t payload_crc, size_t off, uint8_t *out,
+                          size_t len)
+{
+    const size_t size = tp_image_live_size(m);
+    const size_t pend = size - TP_IMAGE_TRAILER_SIZE;
+    uint8_t header[TP_IMAGE_HEADER_SIZE], word[4];
+    size_t done = 0;
+    if (off >= size) {
+        return 0;
+    }
+    if (len > size - off) {
+        len = size - off;
+    }
+    if (off < TP_IMAGE_HEADER_SIZE) {
+        size_t k = TP_IMAGE_HEADER_SIZE - off < len ? TP_IMAGE_HEADER_SIZE - off : len;
+        write_header(m, header);
+        memcpy(out, header + off, k);
+        done = k;
+    }
+    while (done < len) {
+        size_t pos = off + done, k;
+        if (pos < pend) {
+            size_t w = (pos - TP_IMAGE_HEADER_SIZE) / 4, b = (pos - TP_IMAGE_HEADER_SIZE) % 4;
+            wr32(word, (uint32_t)payload_word(m, w));
+            k = 4 - b;
+            if (k > len - done) {
+                k = len - done;
+            }
+            memcpy(out + done, word + b, k);
+        } else {
+            size_t b = pos - pend;
+            wr32(word, payload_crc);
+            k = 4 - b < len - done ? 4 - b : len - done;
+            memcpy(out + done, word + b, k);
+        }
+        done += k;
+    }
+    return len;
 }

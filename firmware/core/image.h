@@ -71,4 +71,18 @@ size_t tp_image_model_words(const tp_image *img, uint32_t batch, uint32_t eval_c
  * stores it). Returns the image size, or 0 if cap is too small. */
 size_t tp_image_write(const tp_model *m, uint8_t *out, size_t cap);
 
+/* Bytes of the model's live image (tp_image_write's size). */
+size_t tp_image_live_size(const tp_model *m);
+
+/* CRC32 of the live image's payload (a pass over the weights): tp_image_read_live's
+ * trailer. */
+uint32_t tp_image_payload_crc(const tp_model *m);
+
+/* Bytes [off, off + len) of the live image, generated from the weights without a copy of
+ * the image (GET_MODEL chunks, SAVE_MODEL into flash, its sha256): equal to the same
+ * bytes of tp_image_write's output. payload_crc: tp_image_payload_crc of the same
+ * weights. Returns the bytes written (fewer at the end of the image, 0 past it). */
+size_t tp_image_read_live(const tp_model *m, uint32_t payload_crc, size_t off, uint8_t *out,
+                          size_t len);
+
 #endif

@@ -32,6 +32,30 @@ size_t tp_model_words(uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
     return w;
 }
 
+/* Point the states and scratch (everything after the weights) into the buffer from p on.
+ * Their layout depends on batch, eval_cap and d_stored; the weights' does not, which is
+ * what lets tp_model_relayout keep the weights in place. */
+static void lay_states(tp_model *m, int32_t *p)
+{
+    const size_t n = m->n, batch = m->batch;
+    m->xh1 = p, p += batch * n;
+    m->xh2 = p, p += batch * n;
+    m->xn1 = p, p += batch * n;
+    m->xn2 = p, p += batch * n;
+    m->xp1 = p, p += batch * n;
+    m->xp2 = p, p += batch * n;
+    m->u = p, p += batch * m->n_in;
+    m->b1 = p, p += batch * m->n_out;
+    m->b2 = p, p += batch * m->n_out;
+    m->xtmp = p, p += 2 * n;
+    m->xh_eval = p, p += (size_t)m->eval_cap * n;
+    m->dec_tmp = m->dec_q = NULL;
+    if (m->d_stored) {
+        m->dec_tmp = p, p += batch * n;
+        m->dec_q = p, p += n;
+    }
+}
+
 int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
                   uint32_t eval_cap, int d_stored, const tp_hyper *hyper, uint32_t seed,
                   int32_t *mem, size_t words)
@@ -70,23 +94,49 @@ int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32
             m->D[(size_t)i * n + i] = (int32_t)1 << 24;
         }
     }
-    m->xh1 = p, p += (size_t)batch * n;
-    m->xh2 = p, p += (size_t)batch * n;
-    m->xn1 = p, p += (size_t)batch * n;
-    m->xn2 = p, p += (size_t)batch * n;
-    m->xp1 = p, p += (size_t)batch * n;
-    m->xp2 = p, p += (size_t)batch * n;
-    m->u = p, p += (size_t)batch * n_in;
-    m->b1 = p, p += (size_t)batch * n_out;
-    m->b2 = p, p += (size_t)batch * n_out;
-    m->xtmp = p, p += 2 * (size_t)n;
-    m->xh_eval = p, p += (size_t)eval_cap * n;
-    m->dec_tmp = m->dec_q = NULL;
-    if (d_stored) {
-        m->dec_tmp = p, p += (size_t)batch * n;
-        m->dec_q = p, p += n;
-    }
+    lay_states(m, p);
     tp_model_reseed(m, seed);
+    return TP_OK;
+}
+
+int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stored,
+                      int32_t *mem, size_t words)
+{
+    const size_t n = m->n;
+    size_t need, weights;
+    int32_t *p;
+    uint32_t i;
+    d_stored = d_stored || m->D != NULL || m->hyper.decorrelation;
+    need = tp_model_words(m->n_in, m->n, m->n_out, batch, eval_cap, d_stored);
+    if (need == 0) {
+        return TP_ERR_ARGS;
+    }
+    if (mem != m->A || words < need) {
+        return TP_ERR_SPACE;
+    }
+    weights = n * m->n_in + n * n + (size_t)m->n_out * n;
+    p = mem + weights;
+    if (d_stored && m->D == NULL) {
+        /* D becomes stored: the identity, where the states began (they are zeroed anyway). */
+        m->D = p;
+        memset(m->D, 0, n * n * sizeof(int32_t));
+        for (i = 0; i < m->n; i++) {
+            m->D[(size_t)i * n + i] = (int32_t)1 << 24;
+        }
+    }
+    if (m->D != NULL) {
+        p += n * n;
+    }
+    m->batch = batch;
+    m->eval_cap = eval_cap;
+    m->d_stored = d_stored;
+    if (m->eval_batch > eval_cap) {
+        m->eval_batch = eval_cap;
+    }
+    lay_states(m, p);
+    memset(p, 0, (need - (size_t)(p - mem)) * sizeof(int32_t));
+    m->counter = 0;
+    m->pending = 0;
     return TP_OK;
 }
 

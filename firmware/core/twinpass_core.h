@@ -95,6 +95,14 @@ int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32
                   uint32_t eval_cap, int d_stored, const tp_hyper *hyper, uint32_t seed,
                   int32_t *mem, size_t words);
 
+/* Lay the states out anew for another batch or eval_cap (or with D stored from now on,
+ * as the identity), keeping the weights where they are in mem (which must be the buffer
+ * the model lives in): states and scratch zeroed, resync counter 0, a pending update
+ * dropped; the noise counter and seed kept. TP_ERR_SPACE if mem is not the model's buffer
+ * or too small, TP_ERR_ARGS for sizes out of range. */
+int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stored,
+                      int32_t *mem, size_t words);
+
 /* Zero both replicas, the evaluation state and the resync counter; drop a pending update.
  * Weights and the noise counter are kept (RESET state). */
 void tp_model_reset_state(tp_model *m);
