@@ -1,7 +1,9 @@
 """Serial link throughput: STEP round trips per second, bytes per step, deploy time.
 
-Runs the firmware simulator as a subprocess on a pseudo-terminal and drives it with the
-host backend (``twinpass.devices.serial``), at N = 32, 64, 128 (one input, one output):
+Runs a firmware as a subprocess on a pseudo-terminal (``--firmware``: the Python
+simulator, the C firmware built for this machine, or the C firmware's netduinoplus2 image
+under QEMU) and drives it with the host backend (``twinpass.devices.serial``), at
+N = 32, 64, 128 (one input, one output):
 
 - STEP round trips per second with one step per message, lockstep (one in flight) and
   pipelined (the device's rx_window in flight), and the bytes on the wire per step (both
@@ -10,10 +12,15 @@ host backend (``twinpass.devices.serial``), at N = 32, 64, 128 (one input, one o
   STEP message as fit a frame (up to the device's max_steps), lockstep and pipelined;
 - deploy time (BEGIN, CHUNKs, COMMIT, CONFIRM) per model size.
 
+- with ``--firmware qemu --icount``: QEMU counts one guest instruction per nanosecond of
+  guest time, so the firmware's own step timer (STATS ``step_us``, its mean compute time
+  per step) reads Cortex-M4 instructions per step, in thousands. Rates under icount are
+  not wall-clock rates of anything real and are not reported.
+
 Every number is the median of ``--repeats`` measurements.
 
-    python benchmarks/serial_link.py [--sizes 32,64,128] [--steps 1000] [--repeats 5]
-        [--out FILE.md]
+    python benchmarks/serial_link.py [--firmware sim|c|qemu] [--icount] [--sizes 32,64,128]
+        [--steps 1000] [--repeats 5] [--out FILE.md]
 
 A pty ignores the baud rate: these are the limits of the host, the simulator and the pty,
 not of a UART (at 115200 baud a 40-byte STEP frame alone takes 3.5 ms).
@@ -22,16 +29,12 @@ not of a UART (at 115200 baud a 40-byte STEP frame alone takes 3.5 ms).
 from __future__ import annotations
 
 import argparse
-import os
-import select
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -39,27 +42,10 @@ import numpy as np
 
 from twinpass.devices.protocol import MsgType, pack_array
 from twinpass.devices.serial import SerialDevice, quantise_model
+from twinpass.firmware_sim import c_firmware
 from twinpass.firmware_sim.fixed_point import encode_activities
+from twinpass.firmware_sim.process import firmware_process
 from twinpass.runtime import Params, RuleConfig
-
-
-@contextmanager
-def simulator(flash: str) -> Iterator[str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "twinpass.firmware_sim", "--flash", flash],
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], 60)
-        path = proc.stdout.readline().decode().strip() if ready else ""
-        if not path:
-            raise RuntimeError("the simulator did not print its pty path")
-        yield path
-    finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.wait(10)
 
 
 def step_requests(n: int, steps: int) -> Iterator[tuple[int, dict]]:
@@ -114,6 +100,13 @@ def backend_steps(dev: SerialDevice, steps: int) -> tuple[float, float]:
     return steps / wall, (link.stats.bytes_out + link.stats.bytes_in - before) / steps
 
 
+def instructions_per_step(dev: SerialDevice, steps: int) -> tuple[float, float]:
+    """(guest instructions per step, 0) from the device's step timer under QEMU's icount."""
+    backend_steps(dev, steps)
+    stats = dev.link.request(MsgType.STATS)
+    return stats["step_us"] * 1000.0, 0.0
+
+
 def median(
     repeats: int, measure: Callable[..., tuple[float, float]], *args: Any
 ) -> tuple[float, float]:
@@ -128,11 +121,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=None, help="also write the markdown here")
+    ap.add_argument("--firmware", choices=c_firmware.FIRMWARES, default="sim")
+    ap.add_argument(
+        "--icount", action="store_true", help="qemu only: instructions per step, no rates"
+    )
     args = ap.parse_args(argv)
+    if args.icount:
+        if args.firmware != "qemu":
+            ap.error("--icount needs --firmware qemu")
+        return icount_main(args, argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     rule = RuleConfig().to_dict()
     rt_rows, be_rows, dep_rows = [], [], []
-    with tempfile.TemporaryDirectory() as tmp, simulator(str(Path(tmp) / "flash.bin")) as path:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        firmware_process(args.firmware, str(Path(tmp) / "flash.bin")) as path,
+    ):
         for n in sizes:
             params = Params.init(1, n, 1, seed=0).arrays()
             lock = SerialDevice(path, window=1)
@@ -160,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"N={n} done", file=sys.stderr, flush=True)
     cmd = "python benchmarks/serial_link.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
-        f"Command: `{cmd.strip()}` (simulator and host on this machine, one pty; "
+        f"Command: `{cmd.strip()}` (the {args.firmware} firmware and the host on this "
+        "machine, one pty; "
         f"{args.steps} steps per measurement, median of {args.repeats} measurements; ANP, "
         "1 input, 1 output).",
         "",
@@ -186,6 +191,38 @@ def main(argv: list[str] | None = None) -> int:
         "| N | image bytes | median s | min s |",
         "|---|---|---|---|",
         *(f"| {n} | {b:,} | {m:.4f} | {lo:.4f} |" for n, b, m, lo in dep_rows),
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+def icount_main(args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Instructions per step of the netduinoplus2 image, one QEMU per size (a fresh count)."""
+    rule = RuleConfig().to_dict()
+    rows = []
+    for n in [int(s) for s in args.sizes.split(",")]:
+        with ExitStack() as stack:
+            path = stack.enter_context(firmware_process("qemu", "", icount=True))
+            dev = SerialDevice(path, window=1)
+            stack.callback(dev.close)
+            dev.load(Params.init(1, n, 1, seed=0).arrays(), rule, seed=0)
+            runs = [instructions_per_step(dev, args.steps)[0] for _ in range(args.repeats)]
+            rows.append((n, statistics.median(runs), min(runs), max(runs)))
+            print(f"N={n} done", file=sys.stderr, flush=True)
+    cmd_line = "python benchmarks/serial_link.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    lines = [
+        f"Command: `{cmd_line.strip()}` (QEMU -icount shift=0: one guest instruction per ns; "
+        f"the firmware's mean compute time per step over {args.steps} learning steps, "
+        f"read {args.repeats} times; ANP, 1 input, 1 output).",
+        "",
+        "| N | Cortex-M4 instructions per step (median) | min | max |",
+        "|---|---|---|---|",
+        *(f"| {n} | {m:,.0f} | {lo:,.0f} | {hi:,.0f} |" for n, m, lo, hi in rows),
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -1,6 +1,8 @@
-"""``twinpass hil``: hardware-in-the-loop learning against the firmware simulator.
+"""``twinpass hil``: hardware-in-the-loop learning against a firmware on this machine.
 
-Starts the simulator as a subprocess on a pseudo-terminal, deploys a fresh model to it,
+Starts the firmware (``--firmware``: the Python simulator, the C firmware built for the
+host, or the C firmware's netduinoplus2 image under QEMU) as a subprocess on a
+pseudo-terminal, deploys a fresh model to it,
 streams a task's training data through the serial link so that the device learns in fixed
 point, and runs the same learner in float on the host side by side (same initial weights,
 same seed): the table shows what fixed point costs. The simulator is stopped at the end.
@@ -18,6 +20,7 @@ import click
 import numpy as np
 
 from twinpass.devices.serial import SerialDevice
+from twinpass.firmware_sim.c_firmware import FIRMWARES
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.learner import OnlineLearner
@@ -25,7 +28,7 @@ from twinpass.runtime.tasks import make_task
 from twinpass.runtime.training import CHUNK
 
 from .display import Reporter
-from .serial_common import simulator_process
+from .serial_common import firmware_process
 
 #: Steps per block sent to a learner (progress and the divergence guard look this often;
 #: the guard reads the whole model back from the device, so not too often).
@@ -87,7 +90,19 @@ def stream(
     help="STEP messages in flight (1: lockstep; up to the device's rx_window).",
 )
 @click.option(
-    "--ram", type=click.IntRange(1), default=None, help="Simulator RAM in KiB [default: its own]."
+    "--firmware",
+    type=click.Choice(FIRMWARES),
+    default="sim",
+    show_default=True,
+    help="sim: the Python firmware simulator; c: the C firmware (firmware/) built for this "
+    "machine; qemu: the C firmware's netduinoplus2 image under qemu-system-arm (needs "
+    "arm-none-eabi-gcc and qemu-system-arm).",
+)
+@click.option(
+    "--ram",
+    type=click.IntRange(1),
+    default=None,
+    help="Simulator RAM in KiB [default: its own]; --firmware sim only.",
 )
 @click.option(
     "--json-out",
@@ -104,26 +119,32 @@ def hil(
     lr: float,
     sigma: float,
     window: int,
+    firmware: str,
     ram: int | None,
     json_out: str | None,
     quiet: bool,
 ) -> None:
-    """Learn on the firmware simulator in fixed point, next to the host's float learner.
+    """Learn on a firmware in fixed point, next to the host's float learner.
 
     \b
-    Example:
+    Examples:
       twinpass hil --task mackey-glass --hidden 32 --steps 5000 --json-out hil.json
+      twinpass hil --firmware qemu --hidden 32 --steps 2000
     """
     report = Reporter(quiet=quiet)
     config = RuleConfig(lr=lr, sigma=sigma)
     the_task = make_task(task)
     train, test = the_task.train, the_task.test
     n_in, n_out = the_task.n_in, the_task.n_out
+    if ram is not None and firmware != "sim":
+        raise click.UsageError(
+            f"--ram sets the simulator's RAM; the {firmware} firmware has its own"
+        )
     sim_args = [] if ram is None else ["--ram", str(ram)]
     with tempfile.TemporaryDirectory(prefix="twinpass-hil-") as tmp:
         flash = str(Path(tmp) / "flash.bin")
-        with simulator_process(flash, sim_args) as path:
-            report.line(f"firmware simulator on {path}")
+        with firmware_process(firmware, flash, sim_args) as path:
+            report.line(f"{firmware} firmware on {path}")
             dev = SerialDevice(path, window=window, base_timeout=0.5)
             try:
                 on_device = OnlineLearner(n_in, n_out, hidden, config, seed=seed, device=dev)
@@ -194,6 +215,8 @@ def hil(
                 "seed": seed,
                 "rule": config.to_dict(),
                 "window": window,
+                "firmware": firmware,
+                "board": hello.board,
                 "device_test_mse": dev_test,
                 "host_test_mse": host_test,
                 "device_test_mse_initial": dev_initial,

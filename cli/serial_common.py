@@ -10,9 +10,9 @@ from typing import Any
 import click
 
 from twinpass.devices.serial import SerialDevice
-from twinpass.firmware_sim.process import simulator_process
+from twinpass.firmware_sim.process import firmware_process, simulator_process
 
-__all__ = ["open_device", "port_options", "simulator_process"]
+__all__ = ["firmware_process", "open_device", "port_options", "simulator_process"]
 
 
 def port_options(f: Callable[..., Any]) -> Callable[..., Any]:

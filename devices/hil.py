@@ -1,12 +1,17 @@
-"""The ``hil`` backend: a serial device whose board is the firmware simulator.
+"""The ``hil`` backend: a serial device whose board is a firmware running on this machine.
 
-Hardware in the loop without hardware: on first use it starts ``python -m
-twinpass.firmware_sim`` on a pseudo-terminal with a flash image of its own (a temporary
-one unless ``flash`` is given), and then speaks the serial protocol to it exactly as
+Hardware in the loop without hardware: on first use it starts a firmware on a
+pseudo-terminal with a flash image of its own (a temporary one unless ``flash`` is given),
+and then speaks the serial protocol to it exactly as
 :class:`~twinpass.devices.serial.SerialDevice` speaks to a board. Closing the device stops
-the simulator; if this process dies first, the kernel stops it.
+the firmware; if this process dies first, the kernel stops it. The firmware is the option:
+
+- ``hil`` or ``hil:RAM_KIB``: the Python firmware simulator (``python -m twinpass.firmware_sim``);
+- ``hil:c``: the C firmware (``firmware/``) built for the host, a POSIX process;
+- ``hil:qemu``: the C firmware's netduinoplus2 image under ``qemu-system-arm``.
 
     twinpass stream --device hil --hidden 32
+    twinpass stream --device hil:qemu --hidden 32
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import tempfile
 from contextlib import ExitStack
 from typing import Any
 
-from twinpass.firmware_sim.process import simulator_process
+from twinpass.firmware_sim.c_firmware import FIRMWARES
+from twinpass.firmware_sim.process import firmware_process
 from twinpass.kernels.errors import ConfigError
 
 from .base import DeviceInfo
@@ -25,10 +31,12 @@ from .serial_link import SerialLink
 
 
 class HilDevice(SerialDevice):
-    """The firmware simulator as a device (started on first use, stopped on close).
+    """A firmware on this machine as a device (started on first use, stopped on close).
 
-    ram_kib: the simulated board's RAM (``hil:64``), default the simulator's own (128 KiB).
-    flash: a flash image file to keep the model in across runs; default a temporary one.
+    ram_kib: the simulated board's RAM (``hil:64``), default the simulator's own (128 KiB);
+    or the firmware to run instead of the simulator: ``c`` or ``qemu``.
+    flash: a flash image file to keep the model in across runs; default a temporary one
+    (QEMU's flash is read-only: the qemu firmware keeps its models in RAM).
     """
 
     name = "hil"
@@ -38,12 +46,16 @@ class HilDevice(SerialDevice):
     ) -> None:
         super().__init__(None, **options)
         self._sim_args: list[str] = []
-        if ram_kib is not None:
+        self.firmware = "sim"
+        if ram_kib in FIRMWARES:
+            self.firmware = str(ram_kib)
+        elif ram_kib is not None:
             try:
                 ram = int(ram_kib)
             except (TypeError, ValueError):
                 raise ConfigError(
-                    f"hil takes the simulated board's RAM in KiB (hil:64), not {ram_kib!r}"
+                    "hil takes the simulated board's RAM in KiB (hil:64) or a firmware "
+                    f"({', '.join(FIRMWARES)}), not {ram_kib!r}"
                 ) from None
             if ram < 17:
                 raise ConfigError(f"hil RAM must be at least 17 KiB, got {ram}")
@@ -61,7 +73,9 @@ class HilDevice(SerialDevice):
                     tempfile.TemporaryDirectory(prefix="twinpass-hil-")
                 )
                 flash = os.path.join(tmp, "flash.bin")
-            self.port = self._processes.enter_context(simulator_process(flash, self._sim_args))
+            self.port = self._processes.enter_context(
+                firmware_process(self.firmware, flash, self._sim_args)
+            )
         return super().link
 
     def info(self) -> DeviceInfo:
@@ -69,12 +83,12 @@ class HilDevice(SerialDevice):
             # Listing the backends must not start a simulator.
             return DeviceInfo(
                 name=self.name,
-                description="the firmware simulator on a pty, started on first use: "
-                "fixed-point ANP on the simulated board, over the serial protocol",
+                description=f"the {self.firmware} firmware on a pty, started on first use: "
+                "fixed-point ANP on the emulated board, over the serial protocol",
                 rules=("anp",),
                 dtypes=("float32",),
                 exact=False,
-                extra={"board": "firmware_sim (started on first use)"},
+                extra={"firmware": f"{self.firmware} (started on first use)"},
             )
         return super().info()
 

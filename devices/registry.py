@@ -28,7 +28,8 @@ BACKENDS: dict[str, Callable[..., Device]] = {
     # serial:URL, URL a pyserial port: a device path, a pty, socket://host:port.
     "serial": SerialDevice,
     "analog": AnalogDevice,
-    # hil[:RAM_KIB]: the firmware simulator on a pty, started on first use.
+    # hil[:RAM_KIB | c | qemu]: a firmware on a pty (the simulator, the C firmware on the
+    # host, or its netduinoplus2 image under QEMU), started on first use.
     "hil": HilDevice,
 }
 

@@ -1,8 +1,11 @@
-"""Run the firmware simulator as a child process on a pseudo-terminal.
+"""Run a firmware as a child process on a pseudo-terminal.
 
-Used by ``twinpass hil`` and by the ``hil`` device backend: the simulator is started with
-``python -m twinpass.firmware_sim``, its pty path read from its first line of output, and
-it is stopped when the context ends, or killed by the kernel if this process dies first.
+Used by ``twinpass hil`` and by the ``hil`` device backend. Three firmwares speak the same
+protocol (:data:`~.c_firmware.FIRMWARES`): ``sim``, the Python simulator (``python -m
+twinpass.firmware_sim``); ``c``, the C firmware on the host board (a POSIX process); and
+``qemu``, the C firmware's netduinoplus2 image under ``qemu-system-arm``. Each prints its
+pty path on stdout (QEMU in a sentence of its own); the process is stopped when the context
+ends, or killed by the kernel if this process dies first.
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from twinpass.kernels.errors import DeviceError
+from twinpass.kernels.errors import ConfigError, DeviceError
+
+from . import c_firmware
 
 #: Seconds the simulator may take to print its pty path (a cold start imports NumPy).
 SIM_START_TIMEOUT = 60.0
@@ -43,10 +49,55 @@ def _die_with_parent() -> Callable[[], None] | None:
     return hook
 
 
+def firmware_command(
+    firmware: str, flash: str, args: Sequence[str] = (), *, icount: bool = False
+) -> list[str]:
+    """The command line that runs ``firmware`` (sim, c or qemu) with ``flash`` as its flash.
+
+    QEMU's flash is read-only, so the qemu firmware keeps its models in RAM: ``flash`` is
+    not used, and neither are ``args`` (the simulator's options). ``icount`` (qemu only):
+    guest time counts instructions (:func:`.c_firmware.qemu_command`).
+    """
+    if icount and firmware != "qemu":
+        raise ConfigError("instruction counting (icount) needs the qemu firmware")
+    if firmware == "sim":
+        return [sys.executable, "-m", "twinpass.firmware_sim", "--flash", flash, *args]
+    if args:
+        raise ConfigError(
+            f"the {firmware} firmware takes none of the simulator's options ({' '.join(args)})"
+        )
+    if firmware == "c":
+        return [str(c_firmware.build_host()), "--flash", flash]
+    if firmware == "qemu":
+        return c_firmware.qemu_command(c_firmware.build_netduinoplus2(), icount=icount)
+    raise ConfigError(f"unknown firmware {firmware!r}: one of {', '.join(c_firmware.FIRMWARES)}")
+
+
+def read_pty_path(proc: subprocess.Popen[bytes], firmware: str) -> str:
+    """The pty path the process prints: its first line (sim, c) or QEMU's sentence."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + SIM_START_TIMEOUT
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], max(deadline - time.monotonic(), 0))
+        if not ready:
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break  # the process ended
+        if firmware != "qemu":
+            return line.decode().strip()
+        found = c_firmware.QEMU_PTY.search(line)
+        if found:
+            return found.group(1).decode()
+    return ""
+
+
 @contextmanager
-def simulator_process(flash: str, args: Sequence[str] = ()) -> Iterator[str]:
-    """Run ``python -m twinpass.firmware_sim`` on ``flash``; yield its pty path; stop it."""
-    cmd = [sys.executable, "-m", "twinpass.firmware_sim", "--flash", flash, *args]
+def firmware_process(
+    firmware: str, flash: str, args: Sequence[str] = (), *, icount: bool = False
+) -> Iterator[str]:
+    """Run a firmware (:func:`firmware_command`); yield its pty path; stop it at the end."""
+    cmd = firmware_command(firmware, flash, args, icount=icount)
     proc = subprocess.Popen(
         cmd,
         stdout=subprocess.PIPE,
@@ -55,15 +106,13 @@ def simulator_process(flash: str, args: Sequence[str] = ()) -> Iterator[str]:
         preexec_fn=_die_with_parent(),
     )
     try:
-        assert proc.stdout is not None
-        ready, _, _ = select.select([proc.stdout], [], [], SIM_START_TIMEOUT)
-        path = proc.stdout.readline().decode().strip() if ready else ""
+        path = read_pty_path(proc, firmware)
         if not path:
             err = b""
             if proc.poll() is not None and proc.stderr is not None:
                 err = proc.stderr.read()
             raise DeviceError(
-                "the firmware simulator did not start (no pty path printed)"
+                f"the {firmware} firmware did not start (no pty path printed)"
                 + (f": {err.decode(errors='replace').strip()[-500:]}" if err else "")
             )
         yield path
@@ -78,3 +127,10 @@ def simulator_process(flash: str, args: Sequence[str] = ()) -> Iterator[str]:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+@contextmanager
+def simulator_process(flash: str, args: Sequence[str] = ()) -> Iterator[str]:
+    """Run ``python -m twinpass.firmware_sim`` on ``flash``; yield its pty path; stop it."""
+    with firmware_process("sim", flash, args) as path:
+        yield path

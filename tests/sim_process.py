@@ -27,9 +27,9 @@ from __future__ import annotations
 import hashlib
 import os
 import select
+import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,14 +49,49 @@ from twinpass.devices.protocol import (
     encode_frame,
     next_seq,
 )
+from twinpass.firmware_sim.process import firmware_command, read_pty_path
 
 START_TIMEOUT = 30.0
+
+#: Marks a test (or a parameter) that builds the C firmware's host build with cc.
+needs_cc = pytest.mark.skipif(
+    shutil.which("cc") is None and shutil.which("gcc") is None,
+    reason="no C compiler (cc or gcc) on PATH: the C firmware cannot be built",
+)
+#: Marks a test (or a parameter) that runs the C firmware's netduinoplus2 image under QEMU.
+needs_qemu = [
+    pytest.mark.qemu,
+    pytest.mark.skipif(
+        shutil.which("qemu-system-arm") is None or shutil.which("arm-none-eabi-gcc") is None,
+        reason="qemu-system-arm or arm-none-eabi-gcc is not on PATH (Debian packages "
+        "qemu-system-arm, gcc-arm-none-eabi; .ci/run installs them)",
+    ),
+]
+#: The firmwares a protocol test can run against: the simulator, the C firmware's host
+#: build, and its netduinoplus2 image under QEMU.
+FIRMWARES = [
+    "sim",
+    pytest.param("c", marks=needs_cc),
+    pytest.param("qemu", marks=needs_qemu),
+]
+#: Why a test that restarts the process cannot run under QEMU.
+QEMU_NO_PERSISTENCE = (
+    "QEMU's flash is ROM, so the qemu build keeps its flash in RAM, lost with the process: "
+    "persistence across restarts is tested on the simulator and the C host build"
+)
 
 
 class SimProcess:
     """One simulator process; ``path`` is its pty."""
 
-    def __init__(self, flash: str | os.PathLike[str], args: list[str], env: dict[str, str] | None):
+    def __init__(
+        self,
+        flash: str | os.PathLike[str],
+        args: list[str],
+        env: dict[str, str] | None,
+        firmware: str = "sim",
+    ):
+        self.firmware = firmware
         self.flash = str(flash)
         self.args = list(args)
         self.env = env
@@ -67,7 +102,7 @@ class SimProcess:
     def start(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError(f"simulator pid {self.proc.pid} is still running: stop it first")
-        cmd = [sys.executable, "-m", "twinpass.firmware_sim", "--flash", self.flash, *self.args]
+        cmd = firmware_command(self.firmware, self.flash, self.args)
         env = {**os.environ, **(self.env or {})}
         # Registered and killed with the test process (child_processes): a simulator lives in
         # a session of its own and would otherwise outlive a test run stopped mid-test.
@@ -75,9 +110,7 @@ class SimProcess:
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, start_new_session=True
         )
         try:
-            assert self.proc.stdout is not None
-            ready, _, _ = select.select([self.proc.stdout], [], [], START_TIMEOUT)
-            line = self.proc.stdout.readline().decode().strip() if ready else ""
+            line = read_pty_path(self.proc, self.firmware)
             if not line:
                 err = b""
                 if self.proc.poll() is not None and self.proc.stderr is not None:
@@ -114,9 +147,14 @@ def start_simulator(
     flash: str | os.PathLike[str],
     *args: str,
     env: dict[str, str] | None = None,
+    firmware: str = "sim",
 ) -> Iterator[SimProcess]:
-    """A running simulator on ``flash`` with CLI ``args`` (``"--ram", "64"``...)."""
-    sim = SimProcess(flash, list(args), env)
+    """A running simulator on ``flash`` with CLI ``args`` (``"--ram", "64"``...).
+
+    ``firmware="c"``: the C firmware's host build instead (same protocol, same flash file
+    layout; it takes none of the simulator's options).
+    """
+    sim = SimProcess(flash, list(args), env, firmware)
     try:
         yield sim
     finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sim_process import FIRMWARES
 
 from twinpass.cli.main import cli
 
@@ -50,3 +51,21 @@ def test_hil_refuses_a_model_the_simulator_cannot_hold(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["hil", "--hidden", "400", "--steps", "10", "--ram", "32"])
     assert result.exit_code == 1
     assert "do not fit the device's RAM" in result.output
+
+
+@pytest.mark.parametrize("firmware", [p for p in FIRMWARES if p != "sim"])
+def test_hil_runs_the_c_firmware_as_the_simulator(tmp_path: Path, firmware: str) -> None:
+    """The same session on the C firmware (host build, or netduinoplus2 under QEMU): the
+    same fixed-point arithmetic, so the same test MSE as on the simulator, bit for bit."""
+    args = ("--hidden", "16", "--steps", "300")
+    sim = hil(tmp_path, *args)
+    c = hil(tmp_path, *args, "--firmware", firmware)
+    assert c["firmware"] == firmware and c["board"] != sim["board"]
+    assert c["device_test_mse"] == sim["device_test_mse"]
+    assert c["device_train_mse"] == sim["device_train_mse"]
+    assert c["device_test_mse"] < c["device_test_mse_initial"]
+
+
+def test_ram_is_a_simulator_option(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["hil", "--firmware", "c", "--ram", "64"])
+    assert result.exit_code == 2 and "--ram sets the simulator's RAM" in result.output

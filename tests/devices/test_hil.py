@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sim_process import start_simulator
+from sim_process import FIRMWARES, start_simulator
 
 from twinpass.devices.hil import HilDevice
 from twinpass.devices.registry import make_device
@@ -41,7 +41,7 @@ def test_listing_starts_no_simulator() -> None:
     dev.close()
 
 
-@pytest.mark.parametrize("spec", ["hil:lots", "hil:8"])
+@pytest.mark.parametrize("spec", ["hil:lots", "hil:8", "hil:arduino"])
 def test_bad_ram_options_are_config_errors(spec: str) -> None:
     with pytest.raises(ConfigError, match="KiB"):
         make_device(spec)
@@ -91,3 +91,27 @@ def test_stream_runs_on_hil(tmp_path: Path) -> None:
     r = json.loads(out.read_text())
     assert r["steps"] == 400
     assert np.isfinite(r["mse"]) and r["mse"] < r["initial_model_mse"]
+
+
+@pytest.mark.parametrize("firmware", [p for p in FIRMWARES if p != "sim"])
+def test_the_c_firmware_learns_the_same_bits_as_the_simulator(firmware: str) -> None:
+    """``hil:c`` (the C firmware on this machine) and ``hil:qemu`` (its netduinoplus2 image
+    under QEMU) run the session of ``hil`` (the Python simulator) bit for bit."""
+    U, Y = _block()
+    rule = RuleConfig(lr=1e-2).to_dict()
+    results = {}
+    for spec in ("hil", f"hil:{firmware}"):
+        dev = make_device(spec)
+        try:
+            dev.load(_model(), rule, seed=3)
+            out = dev.step(U, Y)
+            results[spec] = (out, dev.read_model(), dev.link.hello_info)
+        finally:
+            dev.close()
+    (ref, ref_w, ref_hello), (got, got_w, hello) = results.values()
+    assert hello is not None and ref_hello is not None and hello.fw != ref_hello.fw
+    np.testing.assert_array_equal(got.predictions, ref.predictions)
+    np.testing.assert_array_equal(got.loss1, ref.loss1)
+    np.testing.assert_array_equal(got.loss2, ref.loss2)
+    for k, v in ref_w.items():
+        np.testing.assert_array_equal(got_w[k], v)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from device_contract import BackendCase, DeviceContract
-from sim_process import SimProcess
+from sim_process import FIRMWARES, SimProcess
 
 from twinpass.devices.base import Device
 from twinpass.devices.serial import SerialDevice
@@ -27,12 +27,12 @@ POOL_SIZE = 6
 class SimPool:
     """Simulator processes handed out one per open device."""
 
-    def __init__(self, root: Path, size: int) -> None:
+    def __init__(self, root: Path, size: int, firmware: str = "sim") -> None:
         self.sims: list[SimProcess] = []
         self.users: dict[int, SerialDevice] = {}
         try:
             for i in range(size):
-                self.sims.append(SimProcess(root / f"flash{i}.bin", [], None))
+                self.sims.append(SimProcess(root / f"flash{i}.bin", [], None, firmware))
         except BaseException:  # the fixture never yields: stop the ones already running
             self.stop()
             raise
@@ -63,9 +63,13 @@ class SimCase(BackendCase):
         return self.pool.device()
 
 
-@pytest.fixture(scope="module")
-def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimPool]:
-    p = SimPool(tmp_path_factory.mktemp("sims"), POOL_SIZE)
+# The Python simulator, the C firmware's host build and its netduinoplus2 image under QEMU:
+# the same contract for all three.
+@pytest.fixture(scope="module", params=FIRMWARES)
+def pool(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[SimPool]:
+    p = SimPool(tmp_path_factory.mktemp("sims"), POOL_SIZE, request.param)
     yield p
     p.stop()
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fault_proxy import ProxyProcess
-from sim_process import SimProcess, start_simulator
+from sim_process import SimProcess, needs_cc, start_simulator
 
 from twinpass.devices import serial_link
 from twinpass.devices.protocol import Frame, MsgType, encode_frame
@@ -86,9 +86,15 @@ def same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    s = SimProcess(tmp_path_factory.mktemp("faults") / "flash.bin", [], None)
+#: Both firmwares under the same faults: the Python simulator and the C firmware's host build.
+FIRMWARES = ["sim", pytest.param("c", marks=needs_cc)]
+
+
+@pytest.fixture(scope="module", params=FIRMWARES)
+def sim(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[SimProcess]:
+    s = SimProcess(tmp_path_factory.mktemp("faults") / "flash.bin", [], None, request.param)
     yield s
     s.stop()
 
@@ -349,10 +355,13 @@ def _old_and_new(n_new: int) -> tuple[bytes, bytes]:
     return old, new
 
 
-def test_kill9_at_every_chunk_and_during_commit_leaves_old_or_new(tmp_path: Path) -> None:
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_kill9_at_every_chunk_and_during_commit_leaves_old_or_new(
+    tmp_path: Path, firmware: str
+) -> None:
     old, new = _old_and_new(40)  # 4 chunks
     n_chunks = -(-len(new) // (2048 - 64))
-    with start_simulator(tmp_path / "flash.bin") as sim:
+    with start_simulator(tmp_path / "flash.bin", firmware=firmware) as sim:
         dev = device(sim.path)
         dev.deploy_image(old)
         dev.close()
@@ -360,10 +369,11 @@ def test_kill9_at_every_chunk_and_during_commit_leaves_old_or_new(tmp_path: Path
 
 
 @pytest.mark.slow
-def test_kill9_at_every_chunk_of_a_large_model(tmp_path: Path) -> None:
+@pytest.mark.parametrize("firmware", FIRMWARES)
+def test_kill9_at_every_chunk_of_a_large_model(tmp_path: Path, firmware: str) -> None:
     old, new = _old_and_new(128)  # 34 chunks
     n_chunks = -(-len(new) // (2048 - 64))
-    with start_simulator(tmp_path / "flash.bin") as sim:
+    with start_simulator(tmp_path / "flash.bin", firmware=firmware) as sim:
         dev = device(sim.path)
         dev.deploy_image(old)
         dev.close()

@@ -1,4 +1,6 @@
-"""The simulator through pyserial over a real pty to a real ``python -m twinpass.firmware_sim``."""
+"""The firmware through pyserial over a real pty to a real process: the simulator
+(``python -m twinpass.firmware_sim``) and, with the same tests, the C firmware's host build
+(``firmware/``, board/host), which must answer every request as the simulator does."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sim_process import SimLink, start_simulator
+from sim_process import FIRMWARES, QEMU_NO_PERSISTENCE, SimLink, start_simulator
 
 from twinpass.devices.protocol import (
     PROTO_MAJOR,
@@ -26,6 +28,7 @@ from twinpass.runtime import Params, RuleConfig
 
 N_IN, N, N_OUT = 2, 8, 1
 SHAPE = [N_IN, N, N_OUT]
+QEMU_SLOT = 30 * 1024  # firmware/board/netduinoplus2: BOARD_FLASH_RAM's slots
 
 
 def image(seed: int = 0, n: int = N, **rule) -> bytes:
@@ -56,9 +59,14 @@ def error_code(frame: Frame) -> str:
     return frame.payload["code"]
 
 
+@pytest.fixture(params=FIRMWARES)
+def firmware(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
 @pytest.fixture
-def sim(tmp_path: Path):
-    with start_simulator(tmp_path / "flash.bin") as proc:
+def sim(tmp_path: Path, firmware: str):
+    with start_simulator(tmp_path / "flash.bin", firmware=firmware) as proc:
         yield proc
 
 
@@ -69,7 +77,16 @@ def link(sim):
         yield lk
 
 
-def test_hello_reports_capabilities_and_the_boot_epoch(link: SimLink) -> None:
+def fits_device(budget: int, n_in: int, n_out: int, firmware: str) -> int:
+    """The largest N a device takes: its RAM budget, and under QEMU its 30 KiB flash slots
+    (emulated in RAM; a real board's are 128 KiB, the simulator's and host build's 256)."""
+    n = mi.largest_hidden(budget, n_in, n_out)
+    while firmware == "qemu" and mi.image_size(n_in, n, n_out, False) > QEMU_SLOT:
+        n -= 1
+    return n
+
+
+def test_hello_reports_capabilities_and_the_boot_epoch(link: SimLink, firmware: str) -> None:
     reply = link.request(MsgType.HELLO, {"proto": [PROTO_MAJOR, 0], "from_the_future": 1})
     p = reply.payload
     assert reply.type == MsgType.HELLO | 0x80 and not reply.is_error
@@ -77,7 +94,11 @@ def test_hello_reports_capabilities_and_the_boot_epoch(link: SimLink) -> None:
     caps = p["caps"]
     assert caps["max_frame"] == 2048 and caps["rx_window"] >= 1 and caps["slots"] == 2
     assert caps["ram_free"] <= caps["ram_total"] == 128 * 1024
-    assert caps["max_hidden"] == mi.largest_hidden(128 * 1024 - mi.FIRMWARE_RESERVED, 1, 1)
+    # The model budget: the simulator's is 128 KiB - FIRMWARE_RESERVED; the C firmware keeps
+    # more for itself. Either way max_hidden is the largest N that fits it (no model yet).
+    budget = caps["ram_free"]
+    assert budget <= 128 * 1024 - mi.FIRMWARE_RESERVED
+    assert caps["max_hidden"] == fits_device(budget, 1, 1, firmware)
     assert reply.epoch == p["boot_id"] & 0xFF == 1
 
 
@@ -179,16 +200,20 @@ def test_deploy_resumes_refuses_gaps_bad_hashes(link: SimLink) -> None:
     assert link.hello().payload["model_state"] == "none"
 
 
-def test_a_model_that_does_not_fit_is_refused_at_begin(tmp_path: Path) -> None:
-    with start_simulator(tmp_path / "flash.bin", "--ram", "32") as sim, SimLink(sim.path) as lk:
-        lk.hello()
-        n = 128
+def test_a_model_that_does_not_fit_is_refused_at_begin(tmp_path: Path, firmware: str) -> None:
+    args = ("--ram", "32") if firmware == "sim" else ()  # the C firmware's RAM is its own
+    with (
+        start_simulator(tmp_path / "flash.bin", *args, firmware=firmware) as sim,
+        SimLink(sim.path) as lk,
+    ):
+        budget = lk.hello().payload["caps"]["ram_free"]
+        fits = fits_device(budget, N_IN, N_OUT, firmware)
+        n = fits + 1
         size = mi.image_size(N_IN, n, N_OUT, False)
         refused = lk.request(
             MsgType.DEPLOY_BEGIN, {"len": size, "sha256": b"\0" * 32, "shape": [N_IN, n, N_OUT]}
         )
         assert error_code(refused) == "TOO_LARGE"
-        fits = mi.largest_hidden(32 * 1024 - mi.FIRMWARE_RESERVED, N_IN, N_OUT)
         assert (
             f"N <= {fits} fits" in refused.payload["msg"] and refused.payload["max_hidden"] == fits
         )
@@ -205,6 +230,8 @@ def test_reset_device_replies_first_then_boots_with_a_new_epoch(link: SimLink) -
 
 
 def test_restart_keeps_a_committed_model_and_reverts_a_pending_one(sim, link: SimLink) -> None:
+    if sim.firmware == "qemu":
+        pytest.skip(QEMU_NO_PERSISTENCE)
     m1, m2 = image(seed=1), image(seed=2)
     link.deploy(m1, shape=SHAPE)
     link.close()
@@ -233,6 +260,10 @@ def test_save_model_commits_the_learned_weights(sim, link: SimLink) -> None:
         ref.step(U[t], Y[t], True)
     learned = mi.build(ref.A, ref.R, ref.B, ref.D, ref.hyper)
     assert saved["model_hash"] == mi.sha256(learned) != mi.sha256(img)
+    if sim.firmware == "qemu":  # its flash lives in RAM: a reset keeps it, a restart would not
+        link.request(MsgType.RESET, {"what": "device"})
+        assert link.hello().payload["model_hash"] == mi.sha256(learned)
+        return
     link.close()
     sim.stop()
     sim.restart()

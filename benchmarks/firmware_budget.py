@@ -1,0 +1,90 @@
+"""RAM and flash budget of the C firmware per hidden size, for the netduinoplus2 build.
+
+Builds the netduinoplus2 image (QEMU variant, and ``--real-flash`` for a real STM32F4
+board), reads its section sizes with ``arm-none-eabi-size``, and prints per hidden size N
+(1 input, 1 output, batch 1, D not stored) the bytes a model takes:
+
+- RAM: what the firmware checks a model against (docs/protocol.md §7.3's ``ram_footprint``,
+  an upper bound of the words the C core lays out) and the words the C core really uses
+  (``tp_model_words``, firmware/core/twinpass_core.c), against the model arena (the 128 KiB
+  of RAM minus the firmware's 32 KiB: buffers, reply cache, stack);
+- flash: the model image (``model_image.image_size``) against a slot (30 KiB emulated in
+  RAM under QEMU, 128 KiB sectors on a real STM32F405), and the firmware's own code.
+
+    python benchmarks/firmware_budget.py [--sizes 16,32,64,86,128,150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from twinpass.firmware_sim import c_firmware
+from twinpass.firmware_sim import model_image as mi
+
+RAM = 128 * 1024
+ARENA = RAM - 32 * 1024  # firmware/app/device.h: TP_FIRMWARE_RESERVED
+SLOT_QEMU = 30 * 1024
+SLOT_BOARD = 128 * 1024
+
+
+def core_words(n_in: int, n: int, n_out: int, batch: int = 1, eval_cap: int = 1) -> int:
+    """tp_model_words of firmware/core/twinpass_core.c (D not stored)."""
+    w = n * n_in + n * n + n_out * n
+    w += 6 * batch * n + batch * n_in + 2 * batch * n_out + 2 * n + eval_cap * n
+    return w
+
+
+def sizes(elf: Path) -> tuple[int, int, int]:
+    out = (
+        subprocess.run(["arm-none-eabi-size", str(elf)], capture_output=True, text=True, check=True)
+        .stdout.splitlines()[1]
+        .split()
+    )
+    return int(out[0]), int(out[1]), int(out[2])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="16,32,64,86,100,128,150")
+    args = ap.parse_args(argv)
+    qemu = sizes(c_firmware.build_netduinoplus2())
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run(
+            ["sh", str(c_firmware.firmware_dir() / "build_arm.sh"), out, "--real-flash"],
+            check=True,
+            capture_output=True,
+        )
+        board = sizes(Path(out) / "twinpass-netduinoplus2.elf")
+    cmd = "python benchmarks/firmware_budget.py " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    lines = [
+        f"Command: `{cmd.strip()}`",
+        "",
+        f"Firmware image (arm-none-eabi-size, -O2): QEMU build text {qemu[0]:,} B, data "
+        f"{qemu[1]:,} B, bss {qemu[2]:,} B; real-flash build text {board[0]:,} B, data "
+        f"{board[1]:,} B, bss {board[2]:,} B (bss holds the {ARENA // 1024} KiB model arena).",
+        "",
+        "| N | RAM checked (B) | RAM used by the core (B) | fits the arena | image (B) | "
+        "fits a QEMU slot | fits a board slot |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in (int(s) for s in args.sizes.split(",")):
+        checked = mi.ram_footprint(1, n, 1)
+        used = 4 * core_words(1, n, 1)
+        image = mi.image_size(1, n, 1, False)
+        yes = {True: "yes", False: "no"}
+        lines.append(
+            f"| {n} | {checked:,} | {used:,} | {yes[checked <= ARENA]} | {image:,} | "
+            f"{yes[image <= SLOT_QEMU]} | {yes[image <= SLOT_BOARD]} |"
+        )
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
