@@ -1,6 +1,7 @@
-"""``twinpass deploy`` and ``twinpass device info|pull|reset`` against a simulator process.
+"""``twinpass deploy`` and ``twinpass device info|pull|reset`` against a firmware process.
 
-A checkpoint written by ``twinpass train`` is deployed to a real simulator on a real pty;
+A checkpoint written by ``twinpass train`` is deployed to a real simulator on a real pty
+(and, unchanged, to the C firmware's host build and its netduinoplus2 image under QEMU);
 ``device info`` must then report its hash, ``device pull`` must give back its weights (to
 the quantisation step), ``device reset`` must reboot the device with the model kept.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from sim_process import SimProcess, start_simulator
+from sim_process import FIRMWARES, SimProcess, start_simulator
 
 from twinpass.cli.main import cli
 from twinpass.devices.serial import quantise_model
@@ -26,9 +27,12 @@ def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args))
 
 
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimProcess]:
-    with start_simulator(tmp_path_factory.mktemp("deploy") / "flash.bin") as s:
+@pytest.fixture(scope="module", params=FIRMWARES)
+def sim(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[SimProcess]:
+    flash = tmp_path_factory.mktemp("deploy") / "flash.bin"
+    with start_simulator(flash, firmware=request.param) as s:
         yield s
 
 
