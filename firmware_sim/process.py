@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import tty
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -92,6 +93,21 @@ def read_pty_path(proc: subprocess.Popen[bytes], firmware: str) -> str:
     return ""
 
 
+def hold_pty_open(path: str) -> int:
+    """Open the pty's slave side, in raw mode, and return the descriptor to keep open.
+
+    QEMU's pty backend counts a pty as disconnected while nobody holds its slave side
+    open: it drops what the guest writes then, and notices a new connection only at its
+    next one-second poll, so every host that opens the port would wait up to a second for
+    its first reply. Holding one descriptor open for the emulator's lifetime keeps it
+    connected. Raw mode at once: with the default echo, the tty would send the guest's
+    own output back to it.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    tty.setraw(fd)
+    return fd
+
+
 @contextmanager
 def firmware_process(
     firmware: str, flash: str, args: Sequence[str] = (), *, icount: bool = False
@@ -115,7 +131,12 @@ def firmware_process(
                 f"the {firmware} firmware did not start (no pty path printed)"
                 + (f": {err.decode(errors='replace').strip()[-500:]}" if err else "")
             )
-        yield path
+        held = hold_pty_open(path) if firmware == "qemu" else None
+        try:
+            yield path
+        finally:
+            if held is not None:
+                os.close(held)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGTERM)

@@ -49,7 +49,7 @@ from twinpass.devices.protocol import (
     encode_frame,
     next_seq,
 )
-from twinpass.firmware_sim.process import firmware_command, read_pty_path
+from twinpass.firmware_sim.process import firmware_command, hold_pty_open, read_pty_path
 
 START_TIMEOUT = 30.0
 
@@ -120,15 +120,25 @@ class SimProcess:
             self.stop()
             raise
         self.path = line
+        # QEMU's pty counts as connected only while its slave side is open (firmware_sim's
+        # hold_pty_open): hold it, as `twinpass hil` does, or every new connection waits.
+        self.held = hold_pty_open(line) if self.firmware == "qemu" else None
+
+    def _release(self) -> None:
+        if getattr(self, "held", None) is not None:
+            os.close(self.held)
+            self.held = None
 
     def kill(self) -> None:
         """SIGKILL: a power cut."""
+        self._release()
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self) -> None:
         """SIGTERM (SIGKILL if it lingers); harmless when it is not running."""
+        self._release()
         child_processes.stop(self.proc)
 
     def restart(self, extra_env: dict[str, str] | None = None) -> None:

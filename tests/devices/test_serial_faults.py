@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from fault_proxy import ProxyProcess
-from sim_process import SimProcess, needs_cc, start_simulator
+from sim_process import FIRMWARES, SimProcess, needs_cc, start_simulator
 
 from twinpass.devices import serial_link
 from twinpass.devices.protocol import Frame, MsgType, encode_frame
@@ -86,10 +86,12 @@ def same_weights(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return a.keys() == b.keys() and all(a[k].tobytes() == b[k].tobytes() for k in a)
 
 
-#: Both firmwares under the same faults: the Python simulator and the C firmware's host build.
-FIRMWARES = ["sim", pytest.param("c", marks=needs_cc)]
+#: Firmwares that keep their flash across a kill -9 and restart: the Python simulator and the
+#: C firmware's host build (QEMU's flash is ROM: its build keeps the flash in RAM).
+PERSISTENT = ["sim", pytest.param("c", marks=needs_cc)]
 
 
+# Every firmware under the same faults, the netduinoplus2 image under QEMU included.
 @pytest.fixture(scope="module", params=FIRMWARES)
 def sim(
     tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
@@ -355,7 +357,7 @@ def _old_and_new(n_new: int) -> tuple[bytes, bytes]:
     return old, new
 
 
-@pytest.mark.parametrize("firmware", FIRMWARES)
+@pytest.mark.parametrize("firmware", PERSISTENT)
 def test_kill9_at_every_chunk_and_during_commit_leaves_old_or_new(
     tmp_path: Path, firmware: str
 ) -> None:
@@ -369,7 +371,7 @@ def test_kill9_at_every_chunk_and_during_commit_leaves_old_or_new(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("firmware", FIRMWARES)
+@pytest.mark.parametrize("firmware", PERSISTENT)
 def test_kill9_at_every_chunk_of_a_large_model(tmp_path: Path, firmware: str) -> None:
     old, new = _old_and_new(128)  # 34 chunks
     n_chunks = -(-len(new) // (2048 - 64))
