@@ -115,6 +115,20 @@ def median(
     return statistics.median(a for a, _ in runs), statistics.median(b for _, b in runs)
 
 
+def command_line(argv: list[str] | None) -> str:
+    args = argv if argv is not None else sys.argv[1:]
+    return ("python benchmarks/serial_link.py " + " ".join(args)).strip()
+
+
+def emit(lines: list[str], out: str | None) -> int:
+    """Print the markdown (and write it to ``out``); the exit status."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        Path(out).write_text(text)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="32,64,128")
@@ -162,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             be_rows.append((n, be_lock, be_pipe, be_bytes))
             dep_rows.append((n, len(images[0]), statistics.median(times), min(times)))
             print(f"N={n} done", file=sys.stderr, flush=True)
-    cmd = "python benchmarks/serial_link.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lines = [
-        f"Command: `{cmd.strip()}` (the {args.firmware} firmware and the host on this "
+        f"Command: `{command_line(argv)}` (the {args.firmware} firmware and the host on this "
         "machine, one pty; "
         f"{args.steps} steps per measurement, median of {args.repeats} measurements; ANP, "
         "1 input, 1 output).",
@@ -192,11 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|",
         *(f"| {n} | {b:,} | {m:.4f} | {lo:.4f} |" for n, b, m, lo in dep_rows),
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return emit(lines, args.out)
 
 
 def icount_main(args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -212,11 +221,8 @@ def icount_main(args: argparse.Namespace, argv: list[str] | None) -> int:
             runs = [instructions_per_step(dev, args.steps)[0] for _ in range(args.repeats)]
             rows.append((n, statistics.median(runs), min(runs), max(runs)))
             print(f"N={n} done", file=sys.stderr, flush=True)
-    cmd_line = "python benchmarks/serial_link.py " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
     lines = [
-        f"Command: `{cmd_line.strip()}` (QEMU -icount shift=0: one guest instruction per ns; "
+        f"Command: `{command_line(argv)}` (QEMU -icount shift=0: one guest instruction per ns; "
         f"the firmware's mean compute time per step over {args.steps} learning steps, "
         f"read {args.repeats} times; ANP, 1 input, 1 output).",
         "",
@@ -224,11 +230,7 @@ def icount_main(args: argparse.Namespace, argv: list[str] | None) -> int:
         "|---|---|---|---|",
         *(f"| {n} | {m:,.0f} | {lo:,.0f} | {hi:,.0f} |" for n, m, lo, hi in rows),
     ]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text)
-    return 0
+    return emit(lines, args.out)
 
 
 if __name__ == "__main__":
