@@ -1010,12 +1010,17 @@ static int on_set_mode(const payload_t *pl, tp_mp_writer *w)
     if (have_model) {
         int new_d = h.decorrelation && model.D == NULL;
         model.hyper = h;
-        if (batch != batch_mode || new_d) {
+        if (batch != batch_mode) {
             /* The weights stay where they are; the states are laid out anew (zeroed). */
             int d = model.D != NULL || h.decorrelation;
             tp_model_relayout(&model, batch,
                               eval_cap_for(model.n_in, model.n, model.n_out, batch, d), d,
                               arena, ARENA_WORDS);
+            live.valid = 0;
+        } else if (new_d) {
+            /* D is stored from now on, the learning state kept (as the simulator does). */
+            tp_model_store_d(&model, eval_cap_for(model.n_in, model.n, model.n_out, batch, 1),
+                             arena, ARENA_WORDS);
             live.valid = 0;
         }
         if (seed != seed_mode || batch != batch_mode) {

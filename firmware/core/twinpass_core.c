@@ -140,6 +140,49 @@ int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stor
     return TP_OK;
 }
 
+int tp_model_store_d(tp_model *m, uint32_t eval_cap, int32_t *mem, size_t words)
+{
+    const size_t n = m->n;
+    size_t weights, keep, need;
+    int32_t *p, *xh1 = m->xh1, *xn1 = m->xn1;
+    uint32_t i;
+    if (m->D != NULL) {
+        return TP_OK;
+    }
+    need = tp_model_words(m->n_in, m->n, m->n_out, m->batch, eval_cap, 1);
+    if (need == 0) {
+        return TP_ERR_ARGS;
+    }
+    if (mem != m->A || words < need) {
+        return TP_ERR_SPACE;
+    }
+    weights = n * m->n_in + n * n + (size_t)m->n_out * n;
+    p = mem + weights;
+    if (m->eval_batch > eval_cap) {
+        m->eval_batch = eval_cap; /* the evaluation streams beyond the new cap are dropped */
+    }
+    /* The states keep their order after D, with the evaluation state last (the
+     * decorrelation scratch is appended after it): move them up by one N x N block, then
+     * write the identity where they began. */
+    keep = (size_t)(m->xh_eval - p) + (size_t)m->eval_batch * n;
+    memmove(p + n * n, p, keep * sizeof(int32_t));
+    m->D = p;
+    memset(m->D, 0, n * n * sizeof(int32_t));
+    for (i = 0; i < m->n; i++) {
+        m->D[(size_t)i * n + i] = (int32_t)1 << 24;
+    }
+    m->d_stored = 1;
+    m->eval_cap = eval_cap;
+    lay_states(m, p + n * n);
+    if (xh1 > xn1) { /* a step swaps the current and next state buffers: keep the roles */
+        int32_t *t = m->xh1;
+        m->xh1 = m->xn1, m->xn1 = t;
+        t = m->xh2, m->xh2 = m->xn2, m->xn2 = t;
+    }
+    memset(m->dec_tmp, 0, ((size_t)m->batch * n + n) * sizeof(int32_t));
+    return TP_OK;
+}
+
 void tp_model_reset_state(tp_model *m)
 {
     size_t nbn = (size_t)m->batch * m->n;

@@ -103,6 +103,11 @@ int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32
 int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stored,
                       int32_t *mem, size_t words);
 
+/* Store D from now on (decorrelation switched on), as the identity, keeping the weights,
+ * the states and the counters: the states move up by one N x N block in mem (the model's
+ * buffer), the evaluation state's capacity becomes eval_cap. No-op if D is stored. */
+int tp_model_store_d(tp_model *m, uint32_t eval_cap, int32_t *mem, size_t words);
+
 /* Zero both replicas, the evaluation state and the resync counter; drop a pending update.
  * Weights and the noise counter are kept (RESET state). */
 void tp_model_reset_state(tp_model *m);

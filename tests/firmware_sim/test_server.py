@@ -385,3 +385,30 @@ def test_seq_wraps_around_and_the_cache_keys_on_content(link: SimLink) -> None:
     before = link.ok(MsgType.STATS, {})["duplicates"]
     assert link.request(MsgType.PING, {"n": 0xFFFF}, seq=0xFFFF).seq == 0xFFFF
     assert link.ok(MsgType.STATS, {})["duplicates"] == before + 1
+
+
+def test_switching_decorrelation_on_mid_stream_keeps_the_learning_state(link: SimLink) -> None:
+    """SET_MODE decorrelation: D is stored from then on (the identity) and learned, while
+    the replicas' states, the counters and the weights carry on (the C firmware moves its
+    states to make room for D)."""
+    img = image()
+    link.deploy(img, shape=SHAPE)
+    ref = local_net(img)
+    U, Y = data(24)
+    first = link.ok(MsgType.STEP, step_payload(0, U[:11], Y[:11]))
+    for t in range(11):
+        ref.step(U[t], Y[t], True)
+    before = link.ok(MsgType.STATE_GET, {})
+    link.ok(MsgType.SET_MODE, {"decorrelation": True})
+    after = link.ok(MsgType.STATE_GET, {})
+    assert after == before and first["applied"] == 11
+    ref.hyper = ref.hyper.update({"decorrelation": True})
+    ref.D = np.eye(N, dtype=np.int64) << 24
+    out = link.ok(MsgType.STEP, step_payload(11, U[11:], Y[11:]))
+    y_hat = unpack_array(out["y_hat"], "int32", (13, 1, N_OUT))
+    for s in range(13):
+        r = ref.step(U[11 + s], Y[11 + s], True)
+        assert np.array_equal(y_hat[s], r.y1), s
+    live = link.ok(MsgType.GET_MODEL, {"off": 0, "len": 1900})
+    assert live["total"] == mi.image_size(N_IN, N, N_OUT, True)
+    assert live["data"] == mi.build(ref.A, ref.R, ref.B, ref.D, ref.hyper)[:1900]
