@@ -23,7 +23,6 @@ after opening takes about a second: start with a retried request (see
 from __future__ import annotations
 
 import os
-import re
 import select
 import shutil
 import subprocess
@@ -34,13 +33,14 @@ from pathlib import Path
 
 import child_processes
 
+from twinpass.firmware_sim.c_firmware import QEMU_PTY, qemu_command
+
 QEMU = shutil.which("qemu-system-arm")
 ARM_GCC = shutil.which("arm-none-eabi-gcc")
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "firmware" / "build_arm.sh"
 ELF_NAME = "twinpass-netduinoplus2.elf"
 START_TIMEOUT = 20.0
-_PTY_LINE = re.compile(rb"char device redirected to (\S+)")
 
 
 def build_arm(
@@ -70,11 +70,7 @@ class QemuProcess:
     def __init__(self, elf: str | os.PathLike[str], icount: bool, extra_args: list[str]):
         if QEMU is None:
             raise RuntimeError("qemu-system-arm is not installed")
-        cmd = [QEMU, "-M", "netduinoplus2", "-display", "none", "-monitor", "none"]
-        cmd += ["-serial", "pty", "-kernel", str(elf)]
-        if icount:
-            cmd += ["-icount", "shift=0,align=off"]
-        self.cmd = cmd + list(extra_args)
+        self.cmd = qemu_command(elf, icount=icount) + list(extra_args)
         self.proc: subprocess.Popen[bytes] | None = child_processes.spawn(
             self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
         )
@@ -91,7 +87,7 @@ class QemuProcess:
         seen = b""
         end = time.monotonic() + START_TIMEOUT
         while time.monotonic() < end:
-            match = _PTY_LINE.search(seen)
+            match = QEMU_PTY.search(seen)
             if match:
                 return match.group(1).decode()
             ready, _, _ = select.select([fd], [], [], 0.1)
