@@ -1,7 +1,9 @@
 """Microseconds per online step, per rule, N and batch; against NumPy and the machine bound.
 
 For each configuration: the block entry point (T steps in one compiled call) and the
-single-step entry point (one call per step, wrapper included), the median over repeats.
+single-step entry point (one call per step, wrapper included), the median over repeats,
+taken in turn across the rules (interleaved) so that a busy spell of a shared machine
+does not fall on one rule only.
 Side by side in the same run: a plain-NumPy float32 ANP step (vectorised, one replica pair
 per step, the same equations) and this machine's bound for the step: max(flops / measured
 SGEMM rate, bytes / measured in-place bandwidth at the step's working set), with the
@@ -11,6 +13,7 @@ the bandwidth taken at the step's working set (R; R and D for DANP).
     python benchmarks/step_speed.py                      # full table (a few minutes)
     python benchmarks/step_speed.py --quick              # N = 100, 500 only
     python benchmarks/step_speed.py --json-out out.json
+    python benchmarks/step_speed.py --rules ANP,DANP,NP --sizes 100,500,1000 --batches 1
 """
 
 from __future__ import annotations
@@ -63,7 +66,25 @@ def network(n: int, n_in: int = 1, n_out: int = 1, seed: int = 0):
     )
 
 
-def twinpass_step_us(label: str, n: int, nb: int, T: int, repeats: int, single: bool) -> float:
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds per call of each function, the repeats taken in turn (round robin).
+
+    On a shared machine a slow spell then costs every candidate alike, instead of whichever
+    happened to be timed during it.
+    """
+    for fn in fns.values():
+        fn()  # warm-up (and compilation)
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def twinpass_step_fn(label: str, n: int, nb: int, T: int, single: bool):
+    """A call running T steps of a rule (block: one call; single: T one-step calls)."""
     rule, decor = RULES[label]
     params = network(n)
     dims = network_dims(*params)
@@ -100,8 +121,8 @@ def twinpass_step_us(label: str, n: int, nb: int, T: int, repeats: int, single: 
             for _ in range(T):
                 call()
 
-        return median_time(many, repeats) / T * 1e6
-    return median_time(call, repeats) / T * 1e6
+        return many
+    return call
 
 
 def numpy_anp_step_us(n: int, nb: int, T: int, repeats: int) -> float:
@@ -205,10 +226,20 @@ def per_unit_costs(n: int = 100, repeats: int = 7) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="N = 100 and 500 only")
+    ap.add_argument("--sizes", help="comma-separated N (default 100,500,1000,2000)")
+    ap.add_argument("--rules", help=f"comma-separated subset of {','.join(RULES)} (default all)")
+    ap.add_argument("--batches", default="1,16", help="comma-separated batch sizes")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json-out")
     args = ap.parse_args()
     sizes = [100, 500] if args.quick else [100, 500, 1000, 2000]
+    if args.sizes:
+        sizes = [int(v) for v in args.sizes.split(",")]
+    labels = args.rules.split(",") if args.rules else list(RULES)
+    unknown = set(labels) - set(RULES)
+    if unknown:
+        ap.error(f"unknown rules {sorted(unknown)}: choose from {', '.join(RULES)}")
+    batches = [int(v) for v in args.batches.split(",")]
     costs = per_unit_costs()
     print(
         "per-unit work at N=100 (ns per unit): "
@@ -223,14 +254,22 @@ def main() -> None:
     )
     rows = []
     for n in sizes:
-        for nb in (1, 16):
+        for nb in batches:
             T = max(20, min(2000, int(2e8 / (n * n * nb * 8))))
             numpy_us = numpy_anp_step_us(n, nb, min(T, 200), args.repeats)
-            for label in RULES:
-                if label == "WP" and n * n * nb > 4_000_000:
-                    continue  # N² Gaussians per step: RNG-bound, minutes at N=2000, batch 16
-                t_block = twinpass_step_us(label, n, nb, T, args.repeats, single=False)
-                t_single = twinpass_step_us(label, n, nb, min(T, 200), args.repeats, single=True)
+            # N² Gaussians per step: WP is RNG-bound, minutes at N=2000, batch 16.
+            run = [lb for lb in labels if not (lb == "WP" and n * n * nb > 4_000_000)]
+            T_single = min(T, 200)
+            block_s = interleaved_medians(
+                {lb: twinpass_step_fn(lb, n, nb, T, single=False) for lb in run}, args.repeats
+            )
+            single_s = interleaved_medians(
+                {lb: twinpass_step_fn(lb, n, nb, T_single, single=True) for lb in run},
+                args.repeats,
+            )
+            for label in run:
+                t_block = block_s[label] / T * 1e6
+                t_single = single_s[label] / T_single * 1e6
                 bound = None
                 if label in COST and nb == 1:
                     fl, by, ws = COST[label]

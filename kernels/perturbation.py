@@ -10,7 +10,10 @@ the pass over R that computes step t+1's pre-activations of both replicas, so th
 read once and written once per step; the decorrelation update of D is fused the same way
 into the next pass over D. A block always ends with a flush of what is pending, so outside
 a kernel call the parameters are up to date, and the bits do not depend on how a stream
-was cut into blocks: the deferred and the flushed update evaluate the same expression.
+was cut into blocks: the deferred and the flushed update evaluate the same expression (an
+exact fused multiply-add, :mod:`.fma`). With a batch of one (streaming) each pass updates
+a row and takes both products in one sweep, rows of R two at a time; a block's first step
+applies a zero update there, so that every product of a stream comes from the same loop.
 
 Noise is drawn from the explicit counter-based state ``rng`` (see :mod:`.rng`) in a fixed
 order per step, documented on each kernel, so that a test can reproduce it exactly.
@@ -25,23 +28,32 @@ import numpy as np
 from numba import njit
 
 from .activation import tanh_into
-from .decorrelation import decor_prepare, decor_row_update
+from .decorrelation import decor_prepare, decor_row_update, decor_row_update_and_dot2
 from .rng import fill_normal_inline as fill_normal
-from .rowops import dot_row, rank_update_row, update_and_dot2
+from .rowops import dot_row, rank_update_row, update_and_dot2, update_and_dot2_pair
 
 RULE_ANP = 0
 RULE_NP = 1
 
 # Reassociation lets LLVM vectorise the dot-product reductions; NaN and inf semantics are
 # kept (no nnan/ninf) so that divergence is still detected, and no FMA contraction, so that
-# the deferred and the immediate update of a weight round identically. The kernels also use
-# error_model="numpy": Python's would put a zero-division branch on every division, which
-# stops loops from vectorising (divisions that can meet a zero are guarded explicitly).
+# the deferred and the immediate update of a weight round identically (the fused forms are
+# written explicitly, see .fma). The kernels also use error_model="numpy": Python's would
+# put a zero-division branch on every division, which stops loops from vectorising
+# (divisions that can meet a zero are guarded explicitly).
 FASTMATH = {"reassoc", "nsz"}
+# The block kernels allocate nothing, so they run without Numba's reference-counting
+# runtime (``_nrt=False``, a long-standing but underscored option of numba.jit). With it,
+# every array view handed to an inlined helper costs an atomic increment and decrement:
+# ~70 per step, 0.5 µs of a 3.3 µs step at N = 100. Without it, an allocation in a kernel
+# is a compile error, which also enforces DESIGN.md §4's "no allocation in the hot loop".
+# Whole-array assignments (``a[:] = b``) need the runtime for their error path: the
+# kernels copy with :func:`_copy` instead.
+BLOCK_JIT = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy", "_nrt": False}
 
 # Rows of the (nw, nb, N) hidden work array.
-W_XI1, W_XI2, W_XP1, W_XP2, W_X1, W_X2, W_XHN1, W_XHN2, W_CH = range(9)
-N_WORK = 9
+W_XI1, W_XI2, W_XP1, W_XP2, W_X1, W_X2, W_XHN1, W_XHN2, W_CH, W_AU = range(10)
+N_WORK = 10
 # Rows of the (no, nb, n_out) output work array.
 O_ZETA1, O_ZETA2, O_B1, O_B2, O_CO = range(5)
 N_WORK_OUT = 5
@@ -52,18 +64,70 @@ N_PEND = 3
 
 
 @njit(inline="always")
-def _decorrelated_state(D, x1, x2, xhn1, xhn2, decor, pend_d, pend, xh_prev, eps_scale, q):
-    """xh = D x for both replicas in one pass over D, applying a pending decorrelation update."""
+def _copy(dst, src):
+    """``dst[...] = src`` for two (nb, N) arrays, without the runtime."""
+    for b in range(dst.shape[0]):
+        for i in range(dst.shape[1]):
+            dst[b, i] = src[b, i]
+
+
+@njit(inline="always")
+def _zero(dst):
+    """``dst[...] = 0`` for an (nb, N) array, without the runtime."""
+    for b in range(dst.shape[0]):
+        for i in range(dst.shape[1]):
+            dst[b, i] = 0
+
+
+@njit(inline="always")
+def _preactivations(A, u, same, xi1, xi2, xp1, xp2, au):
+    """Batch of one: add the input's share and the noise to the recurrent products.
+
+    On entry xp1, xp2 hold ``R xh1``, ``R xh2``; on exit the measured pre-activations.
+    Separate from the pass over R, in loops over the units that vectorise (a per-row dot
+    product with A inside that pass cost 15% of a step at N = 100, n_in = 1); one loop per
+    replica keeps each simple enough for the vectoriser. ``au`` is scratch for ``A u``,
+    summed over inputs in order, as :func:`.rowops.dot_row` does. With ``same`` (replica 2
+    just resynchronised) replica 2 takes replica 1's products: equal already, since the
+    states are equal, but stated rather than left to the compiler.
+    """
+    n = xp1.shape[1]
+    if same:
+        for i in range(n):
+            xp2[0, i] = xp1[0, i]
+    for i in range(n):
+        au[0, i] = 0
+    for k in range(A.shape[1]):
+        uk = u[0, k]
+        for i in range(n):
+            au[0, i] += A[i, k] * uk
+    for i in range(n):
+        xp1[0, i] = (au[0, i] + xp1[0, i]) + xi1[0, i]
+    for i in range(n):
+        xp2[0, i] = (au[0, i] + xp2[0, i]) + xi2[0, i]
+
+
+@njit(inline="always")
+def _decorrelated_state(D, x1, x2, xhn1, xhn2, decor, pend_d, tmp, xh_prev, eps_scale, q):
+    """xh = D x for both replicas in one pass over D, applying a pending decorrelation update.
+
+    ``tmp`` is the pending update's ``xh_prevᵀ D`` (``pend[P_DT]``; zeros when nothing is
+    pending, for the batch-of-one sweep).
+    """
     nb, n = x1.shape
     if not decor:
-        for b in range(nb):
-            for i in range(n):
-                xhn1[b, i] = x1[b, i]
-                xhn2[b, i] = x2[b, i]
+        _copy(xhn1, x1)
+        _copy(xhn2, x2)
+        return
+    if nb == 1:
+        for i in range(n):
+            r1, r2 = decor_row_update_and_dot2(D, i, xh_prev, tmp, q, eps_scale, pend_d, x1, x2)
+            xhn1[0, i] = r1
+            xhn2[0, i] = r2
         return
     for i in range(n):
         if pend_d:
-            decor_row_update(D, i, xh_prev, pend[P_DT], q, eps_scale)
+            decor_row_update(D, i, xh_prev, tmp, q, eps_scale)
         for b in range(nb):
             xhn1[b, i] = dot_row(D, i, x1, b)
             xhn2[b, i] = dot_row(D, i, x2, b)
@@ -163,27 +227,38 @@ def update_coefficients(
 def _update_small(M, c, p, scale):
     """Immediate update of a small matrix (A or B): M -= scale * sum_b c[b] ⊗ p[b].
 
-    One stream at a time with the unit-stride loop innermost, so that it vectorises.
+    One stream at a time, with the longer side innermost so that the loop vectorises: B
+    (n_out x N) by rows, A (N x n_in, often one column) by columns. Each element gets the
+    same expression either way.
     """
     for b in range(c.shape[0]):
-        for i in range(M.shape[0]):
-            k = M.dtype.type(scale * c[b, i])
+        if M.shape[1] >= M.shape[0]:
+            for i in range(M.shape[0]):
+                k = M.dtype.type(scale * c[b, i])
+                for j in range(M.shape[1]):
+                    M[i, j] = M[i, j] - k * p[b, j]
+        else:
             for j in range(M.shape[1]):
-                M[i, j] = M[i, j] - k * p[b, j]
+                pj = p[b, j]
+                for i in range(M.shape[0]):
+                    M[i, j] = M[i, j] - M.dtype.type(scale * c[b, i]) * pj
 
 
 @njit(inline="always")
 def _flush(R, D, pend, xh1, q, eps_scale, pend_r, pend_d):
     """Apply what is pending so that the parameters are current when the kernel returns."""
     if pend_r:
+        pc = pend[P_RC]
+        pp = pend[P_RP]
         for i in range(R.shape[0]):
-            rank_update_row(R, i, pend[P_RC], pend[P_RP])
+            rank_update_row(R, i, pc, pp)
     if pend_d:
+        pdt = pend[P_DT]
         for i in range(D.shape[0]):
-            decor_row_update(D, i, xh1, pend[P_DT], q, eps_scale)
+            decor_row_update(D, i, xh1, pdt, q, eps_scale)
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(**BLOCK_JIT)
 def perturbation_block(
     A, R, B, D,
     xh1, xh2, counter, rng,
@@ -223,19 +298,29 @@ def perturbation_block(
     xhn1 = work[W_XHN1]
     xhn2 = work[W_XHN2]
     ch = work[W_CH]
+    a_in = work[W_AU]
     zeta1 = work_out[O_ZETA1]
     zeta2 = work_out[O_ZETA2]
     b1 = work_out[O_B1]
     b2 = work_out[O_B2]
     co = work_out[O_CO]
+    pc = pend[P_RC]
+    pp = pend[P_RP]
+    pdt = pend[P_DT]
     if not two_noisy:
-        xi1[:] = 0
-        zeta1[:] = 0
+        _zero(xi1)
+        _zero(zeta1)
+    # Nothing is pending at a block's start; the batch-of-one passes apply a zero update
+    # (fma(-0, 0, r) == r, bit for bit), so every step of a stream takes the same path.
+    _zero(pc)
+    _zero(pp)
+    _zero(pdt)
     pend_r = False
     pend_d = False
     done = T
     for s in range(T):
         u = U[s]
+        ys = Y[s]
         fill_normal(rng, sigma, xi2)
         fill_normal(rng, sigma, zeta2)
         if two_noisy:
@@ -243,35 +328,43 @@ def perturbation_block(
             fill_normal(rng, sigma, zeta1)
         same = False
         if resync_every > 0 and counter[0] % resync_every == 0:
-            xh2[:] = xh1
+            _copy(xh2, xh1)
             same = True
 
         # Hidden pre-activations of both replicas: one pass over R, which first takes the
         # update deferred from the previous step.
-        for i in range(n):
-            if nb == 1 and pend_r:
-                # The streaming case: update and both products in one sweep of the row.
-                r1, r2 = update_and_dot2(R, i, pend[P_RC], pend[P_RP], xh1, xh2)
-                au = dot_row(A, i, u, 0)
-                xp1[0, i] = (au + r1) + xi1[0, i]
-                xp2[0, i] = ((au + r1) if same else (au + r2)) + xi2[0, i]
-                continue
-            if pend_r:
-                rank_update_row(R, i, pend[P_RC], pend[P_RP])
-            for b in range(nb):
-                au = dot_row(A, i, u, b)
-                a1 = au + dot_row(R, i, xh1, b)
-                a2 = a1 if same else au + dot_row(R, i, xh2, b)
-                xp1[b, i] = a1 + xi1[b, i]
-                xp2[b, i] = a2 + xi2[b, i]
+        if nb == 1:
+            # The streaming case: update and both products in one sweep, two rows at a time
+            # (each load of xh1, xh2 and the presynaptic vector serves two rows).
+            for i in range(0, n - 1, 2):
+                r1, r2, r1k, r2k = update_and_dot2_pair(R, i, pc, pp, xh1, xh2)
+                xp1[0, i] = r1
+                xp2[0, i] = r2
+                xp1[0, i + 1] = r1k
+                xp2[0, i + 1] = r2k
+            if n % 2 == 1:
+                r1, r2 = update_and_dot2(R, n - 1, pc, pp, xh1, xh2)
+                xp1[0, n - 1] = r1
+                xp2[0, n - 1] = r2
+            _preactivations(A, u, same, xi1, xi2, xp1, xp2, a_in)
+        else:
+            for i in range(n):
+                if pend_r:
+                    rank_update_row(R, i, pc, pp)
+                for b in range(nb):
+                    au = dot_row(A, i, u, b)
+                    a1 = au + dot_row(R, i, xh1, b)
+                    a2 = a1 if same else au + dot_row(R, i, xh2, b)
+                    xp1[b, i] = a1 + xi1[b, i]
+                    xp2[b, i] = a2 + xi2[b, i]
         pend_r = False
         tanh_into(xp1, x1)
         tanh_into(xp2, x2)
 
-        _decorrelated_state(D, x1, x2, xhn1, xhn2, decor, pend_d, pend, xh1, eps_scale, q)
+        _decorrelated_state(D, x1, x2, xhn1, xhn2, decor, pend_d, pdt, xh1, eps_scale, q)
         pend_d = False
         _outputs(B, xhn1, xhn2, zeta1, zeta2, b1, b2, pred[s])
-        l1, l2 = _mean_losses(b1, b2, Y[s])
+        l1, l2 = _mean_losses(b1, b2, ys)
         loss1[s] = l1
         loss2[s] = l2
         if not (np.isfinite(l1) and np.isfinite(l2) and _all_finite(u)):
@@ -281,7 +374,7 @@ def perturbation_block(
         # Coefficient vectors of the update, per stream.
         for b in range(nb):
             update_coefficients(
-                rule, b, xp1, xp2, b1, b2, xi1, xi2, zeta1, zeta2, xhn1, Y[s],
+                rule, b, xp1, xp2, b1, b2, xi1, xi2, zeta1, zeta2, xhn1, ys,
                 gain, sigma, lr, out_cap, ch, co,
             )  # fmt: skip
 
@@ -290,20 +383,20 @@ def perturbation_block(
         # R's update pairs this step's coefficients with the previous state xh1_{t-1}.
         for b in range(nb):
             for i in range(n):
-                pend[P_RC, b, i] = lr_nb * ch[b, i]
-                pend[P_RP, b, i] = xh1[b, i]
+                pc[b, i] = lr_nb * ch[b, i]
+                pp[b, i] = xh1[b, i]
         pend_r = True
-        xh1[:] = xhn1
-        xh2[:] = xhn2
+        _copy(xh1, xhn1)
+        _copy(xh2, xhn2)
         if decor:
-            decor_prepare(D, xh1, pend[P_DT], q)
+            decor_prepare(D, xh1, pdt, q)
             pend_d = True
         counter[0] += 1
     _flush(R, D, pend, xh1, q, eps_scale, pend_r, pend_d)
     return done
 
 
-@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+@njit(**BLOCK_JIT)
 def wp_block(
     A, R, B, D,
     xh1, xh2, counter, rng,
@@ -332,6 +425,8 @@ def wp_block(
     xhn2 = work[W_XHN2]
     b1 = work_out[O_B1]
     b2 = work_out[O_B2]
+    pdt = pend[P_DT]
+    _zero(pdt)  # nothing pending yet (see perturbation_block)
     pend_r = False
     pend_d = False
     k_prev = 0.0
@@ -340,7 +435,7 @@ def wp_block(
         u = U[s]
         same = False
         if resync_every > 0 and counter[0] % resync_every == 0:
-            xh2[:] = xh1
+            _copy(xh2, xh1)
             same = True
         fill_normal(rng, sigma, EA)
         for i in range(n):
@@ -357,7 +452,7 @@ def wp_block(
         pend_r = False
         tanh_into(xp1, x1)
         tanh_into(xp2, x2)
-        _decorrelated_state(D, x1, x2, xhn1, xhn2, decor, pend_d, pend, xh1, eps_scale, q)
+        _decorrelated_state(D, x1, x2, xhn1, xhn2, decor, pend_d, pdt, xh1, eps_scale, q)
         pend_d = False
         fill_normal(rng, sigma, EB)
         for b in range(nb):
@@ -381,10 +476,10 @@ def wp_block(
                 B[i, j] = B[i, j] - k * EB[i, j]
         k_prev = k
         pend_r = True
-        xh1[:] = xhn1
-        xh2[:] = xhn2
+        _copy(xh1, xhn1)
+        _copy(xh2, xhn2)
         if decor:
-            decor_prepare(D, xh1, pend[P_DT], q)
+            decor_prepare(D, xh1, pdt, q)
             pend_d = True
         counter[0] += 1
     if pend_r:

@@ -260,6 +260,24 @@ def test_chunking_is_bit_identical(rule, nb):
             np.testing.assert_array_equal(got[key], v, err_msg=f"{key} with chunks {chunks}")
 
 
+@pytest.mark.parametrize("n", [100, 67])
+@pytest.mark.parametrize(("rule", "decor"), [("anp", False), ("anp", True), ("wp", True)])
+def test_chunking_is_bit_identical_at_vector_sizes(n, rule, decor):
+    """The streaming passes over R and D (batch of one, rows of R in pairs, vectorised
+    reductions) at sizes where their vector loops and an odd last row run: blocks of 1 and
+    blocks (5, 7) give the bits of one block."""
+    prob = make_problem(3, 1, 12, n=n)
+    cfg = config(rule, decor=decor, resync_every=5, lr=0.02, eps=0.01, n_tot=N_IN + n + N_OUT)
+    whole = run_kernel(prob, np.float32, 5, **cfg)
+    assert np.isfinite(whole["loss1"]).all()
+    for key in "RD" if decor else "R":
+        assert not np.array_equal(whole[key], prob[key].astype(np.float32)), key
+    for chunks in ((1,) * 12, (5, 7)):
+        got = run_kernel(prob, np.float32, 5, chunks=chunks, **cfg)
+        for key, v in whole.items():
+            np.testing.assert_array_equal(got[key], v, err_msg=f"{key} with chunks {chunks}")
+
+
 @pytest.mark.parametrize("rule", ["anp", "np", "wp"])
 def test_same_seed_same_bits_other_seed_differs(rule):
     prob = make_problem(2, 4, 10)
