@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from twinpass.kernels.errors import DeviceError
@@ -54,6 +56,24 @@ def _cache_dir(kind: str, flags: str) -> Path:
     return base / f"firmware-{kind}-{digest.hexdigest()[:16]}"
 
 
+def _cached_build(cached: Path, name: str, build: Callable[[Path], None]) -> Path:
+    """``cached / name``, built first if missing: into a folder of its own, then renamed
+    into place, so a concurrent run never executes a half-written binary."""
+    if (cached / name).is_file():
+        return cached / name
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=cached.name + ".", dir=cached.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(cached)
+        except OSError:  # another run got there first: its build is the same sources'
+            pass
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return cached / name
+
+
 def _run_build(cmd: list[str], env: dict[str, str], what: str) -> None:
     try:
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -69,12 +89,17 @@ def build_host(out: Path | None = None) -> Path:
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         raise DeviceError("no C compiler (cc or gcc) on PATH: cannot build the C firmware")
-    out = out or _cache_dir("host", os.environ.get("CFLAGS", "-O2"))
-    exe = out / "twinpass_fw_host"
-    if not exe.is_file():
-        env = {**os.environ, "CC": cc}
-        _run_build(["sh", str(firmware_dir() / "build.sh"), str(out)], env, "host firmware")
-    return exe
+
+    def build(dest: Path) -> None:
+        cmd = ["sh", str(firmware_dir() / "build.sh"), str(dest)]
+        _run_build(cmd, {**os.environ, "CC": cc}, "host firmware")
+
+    if out is not None:
+        build(out)
+        return out / "twinpass_fw_host"
+    return _cached_build(
+        _cache_dir("host", os.environ.get("CFLAGS", "-O2")), "twinpass_fw_host", build
+    )
 
 
 def build_netduinoplus2(out: Path | None = None) -> Path:
@@ -84,15 +109,16 @@ def build_netduinoplus2(out: Path | None = None) -> Path:
             "arm-none-eabi-gcc is not on PATH: install the GNU Arm Embedded toolchain "
             "(Debian: apt-get install gcc-arm-none-eabi) to build the firmware for QEMU"
         )
-    out = out or _cache_dir("netduinoplus2", "qemu")
-    elf = out / "twinpass-netduinoplus2.elf"
-    if not elf.is_file():
-        _run_build(
-            ["sh", str(firmware_dir() / "build_arm.sh"), str(out)],
-            dict(os.environ),
-            "netduinoplus2 firmware",
-        )
-    return elf
+
+    def build(dest: Path) -> None:
+        cmd = ["sh", str(firmware_dir() / "build_arm.sh"), str(dest)]
+        _run_build(cmd, dict(os.environ), "netduinoplus2 firmware")
+
+    if out is not None:
+        build(out)
+        return out / "twinpass-netduinoplus2.elf"
+    cached = _cache_dir("netduinoplus2", "qemu")
+    return _cached_build(cached, "twinpass-netduinoplus2.elf", build)
 
 
 def qemu_command(elf: str | os.PathLike[str], *, icount: bool = False) -> list[str]:
