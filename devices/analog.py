@@ -35,8 +35,8 @@ from twinpass.kernels.rng import new_rng_state
 
 from .analog_model import PRESET_NOTES, PRESETS, UPDATE_MODES, AnalogParams, kernel_vector
 from .analog_model import preset as get_preset
-from .base import DeviceInfo, StepResult
-from .host import PARAM_NAMES, as_block
+from .base import PARAM_NAMES, DeviceInfo, StepResult, check_batch, check_params, check_rule
+from .host import as_block
 
 RULES = ("anp", "np", "wp")
 RULE_CODES = {"anp": RULE_ANP, "np": RULE_NP, "wp": ka.RULE_WP}
@@ -139,11 +139,8 @@ class AnalogDevice:
         seed: int = 0,
     ) -> None:
         self._check_open()
-        missing = [k for k in PARAM_NAMES if k not in params]
-        if missing:
-            raise ShapeError(f"model is missing parameter(s) {', '.join(missing)}")
-        if int(batch) < 1:
-            raise ConfigError(f"batch must be >= 1, got {batch}")
+        check_params(params)
+        check_batch(batch)
         self._check_rule(rule)
         A, R, B, D = (
             np.ascontiguousarray(np.array(params[k], dtype=np.float32)) for k in PARAM_NAMES
@@ -343,15 +340,13 @@ class AnalogDevice:
         return state
 
     def _check_rule(self, rule: Mapping[str, Any]) -> None:
-        name = rule.get("rule")
-        if name not in RULES:
-            raise ConfigError(
-                f"rule {name!r} is not one the analog device runs: {', '.join(RULES)} "
-                "(BP needs exact gradients, which an analog substrate does not give)"
-            )
-        missing = [k for k in ("lr", "sigma") if k not in rule]
-        if missing:
-            raise ConfigError(f"rule configuration lacks {', '.join(missing)}")
+        check_rule(
+            rule,
+            RULES,
+            f"is not one the analog device runs: {', '.join(RULES)} "
+            "(BP needs exact gradients, which an analog substrate does not give)",
+        )
+        name = rule["rule"]
         if name in ("np", "wp") and not float(rule["sigma"]) > 0:
             raise ConfigError(f"{name.upper()} divides by sigma: sigma must be > 0")
         if name == "wp" and rule.get("two_noisy_passes", False):

@@ -15,6 +15,34 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from twinpass.kernels.errors import ConfigError, ShapeError
+
+#: The arrays of a model, in the order every backend and the model image keep them.
+PARAM_NAMES = ("A", "R", "B", "D")
+
+
+def check_params(params: Mapping[str, Any]) -> None:
+    """Refuse a model mapping that lacks one of :data:`PARAM_NAMES` (ShapeError)."""
+    missing = [k for k in PARAM_NAMES if k not in params]
+    if missing:
+        raise ShapeError(f"model is missing parameter(s) {', '.join(missing)}")
+
+
+def check_batch(batch: int) -> None:
+    if int(batch) < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+
+
+def check_rule(rule: Mapping[str, Any], rules: tuple[str, ...], refusal: str) -> None:
+    """Refuse a rule mapping (it may come over a wire) whose rule is not in ``rules``,
+    saying ``rule 'x' {refusal}``, or that lacks lr or sigma (ConfigError)."""
+    name = rule.get("rule")
+    if name not in rules:
+        raise ConfigError(f"rule {name!r} {refusal}")
+    missing = [k for k in ("lr", "sigma") if k not in rule]
+    if missing:
+        raise ConfigError(f"rule configuration lacks {', '.join(missing)}")
+
 
 @dataclass(frozen=True)
 class DeviceInfo:

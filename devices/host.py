@@ -23,9 +23,7 @@ from twinpass.kernels.bptt import STATE_FIELDS, bptt_block, bptt_reset, bptt_scr
 from twinpass.kernels.errors import ConfigError, DeviceError, ShapeError
 from twinpass.kernels.rng import new_rng_state
 
-from .base import DeviceInfo, StepResult
-
-PARAM_NAMES = ("A", "R", "B", "D")
+from .base import PARAM_NAMES, DeviceInfo, StepResult, check_batch, check_params, check_rule
 
 
 class HostDevice:
@@ -63,11 +61,8 @@ class HostDevice:
         seed: int = 0,
     ) -> None:
         self._check_open()
-        missing = [k for k in PARAM_NAMES if k not in params]
-        if missing:
-            raise ShapeError(f"model is missing parameter(s) {', '.join(missing)}")
-        if int(batch) < 1:
-            raise ConfigError(f"batch must be >= 1, got {batch}")
+        check_params(params)
+        check_batch(batch)
         self._check_rule(rule)
         arrays = tuple(
             np.ascontiguousarray(np.array(params[k], dtype=self.dtype)) for k in PARAM_NAMES
@@ -226,14 +221,8 @@ class HostDevice:
 
     def _check_rule(self, rule: Mapping[str, Any]) -> None:
         """Refuse a rule mapping this device cannot run (it may come over a wire)."""
-        name = rule.get("rule")
-        if name not in self.info().rules:
-            raise ConfigError(
-                f"rule {name!r} is not one the host device runs: {', '.join(self.info().rules)}"
-            )
-        missing = [k for k in ("lr", "sigma") if k not in rule]
-        if missing:
-            raise ConfigError(f"rule configuration lacks {', '.join(missing)}")
+        rules = self.info().rules
+        check_rule(rule, rules, f"is not one the host device runs: {', '.join(rules)}")
 
     def _check_open(self) -> None:
         if self._closed:

@@ -31,11 +31,10 @@ from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.fixed_point import decode_activities, decode_loss, encode_activities
 from twinpass.kernels.errors import ConfigError, DeviceError, RemoteError, ShapeError
 
-from .base import DeviceInfo, StepResult
+from .base import PARAM_NAMES, DeviceInfo, StepResult, check_batch, check_params, check_rule
 from .protocol import MsgType, pack_array, unpack_array
 from .serial_link import T_MASK, DeviceResetError, SerialLink
 
-PARAM_NAMES = ("A", "R", "B", "D")
 RULES = ("anp",)
 #: Bytes of a frame that are not bulk data (header, CRC, msgpack keys and small values).
 FRAME_MARGIN = 64
@@ -163,22 +162,15 @@ class SerialDevice:
         seed: int = 0,
     ) -> None:
         self._check_open()
-        missing = [k for k in PARAM_NAMES if k not in params]
-        if missing:
-            raise ShapeError(f"model is missing parameter(s) {', '.join(missing)}")
+        check_params(params)
         arrays = {k: np.asarray(params[k]) for k in PARAM_NAMES}
         shape = _network_shape(arrays)
-        if int(batch) < 1:
-            raise ConfigError(f"batch must be >= 1, got {batch}")
-        name = rule.get("rule")
-        if name not in RULES:
-            raise ConfigError(
-                f"rule {name!r} is not one the serial device runs: it learns with "
-                f"{', '.join(RULES)} only"
-            )
-        missing = [k for k in ("lr", "sigma") if k not in rule]
-        if missing:
-            raise ConfigError(f"rule configuration lacks {', '.join(missing)}")
+        check_batch(batch)
+        check_rule(
+            rule,
+            RULES,
+            f"is not one the serial device runs: it learns with {', '.join(RULES)} only",
+        )
         if not 0 <= int(seed) <= 0xFFFFFFFF:
             raise ConfigError(f"the device's noise seed is a u32, got {seed}")
         image = quantise_model(arrays, rule)

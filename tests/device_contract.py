@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from twinpass.devices.base import Device, DeviceInfo, StepResult
+from twinpass.devices.base import PARAM_NAMES, Device, DeviceInfo, StepResult
 from twinpass.devices.registry import make_device
 from twinpass.kernels.errors import ConfigError, DeviceError, ShapeError
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
 from twinpass.runtime.config import RULES
 
 N_IN, N_HIDDEN, N_OUT = 2, 10, 1
-PARAM_NAMES = ("A", "R", "B", "D")
 SEED = 3
 
 
