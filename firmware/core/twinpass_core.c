@@ -56,13 +56,24 @@ static void lay_states(tp_model *m, int32_t *p)
     }
 }
 
+/* D := the identity (Q7.24), stored at `at` (N x N words). */
+static void store_identity(tp_model *m, int32_t *at)
+{
+    const size_t n = m->n;
+    size_t i;
+    m->D = at;
+    memset(at, 0, n * n * sizeof(int32_t));
+    for (i = 0; i < n; i++) {
+        at[i * n + i] = (int32_t)1 << 24;
+    }
+}
+
 int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
                   uint32_t eval_cap, int d_stored, const tp_hyper *hyper, uint32_t seed,
                   int32_t *mem, size_t words)
 {
     size_t need;
     int32_t *p = mem;
-    uint32_t i;
     if (hyper->lr_q < 1 || hyper->sigma_q > 65536u || hyper->resync_every > 0xFFFFu) {
         return TP_ERR_ARGS;
     }
@@ -89,10 +100,8 @@ int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32
     m->B = p, p += (size_t)n_out * n;
     m->D = NULL;
     if (d_stored) {
-        m->D = p, p += (size_t)n * n;
-        for (i = 0; i < n; i++) {
-            m->D[(size_t)i * n + i] = (int32_t)1 << 24;
-        }
+        store_identity(m, p);
+        p += (size_t)n * n;
     }
     lay_states(m, p);
     tp_model_reseed(m, seed);
@@ -103,9 +112,8 @@ int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stor
                       int32_t *mem, size_t words)
 {
     const size_t n = m->n;
-    size_t need, weights;
+    size_t need;
     int32_t *p;
-    uint32_t i;
     d_stored = d_stored || m->D != NULL || m->hyper.decorrelation;
     need = tp_model_words(m->n_in, m->n, m->n_out, batch, eval_cap, d_stored);
     if (need == 0) {
@@ -114,15 +122,10 @@ int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stor
     if (mem != m->A || words < need) {
         return TP_ERR_SPACE;
     }
-    weights = n * m->n_in + n * n + (size_t)m->n_out * n;
-    p = mem + weights;
+    p = m->B + (size_t)m->n_out * n; /* the end of the weights */
     if (d_stored && m->D == NULL) {
         /* D becomes stored: the identity, where the states began (they are zeroed anyway). */
-        m->D = p;
-        memset(m->D, 0, n * n * sizeof(int32_t));
-        for (i = 0; i < m->n; i++) {
-            m->D[(size_t)i * n + i] = (int32_t)1 << 24;
-        }
+        store_identity(m, p);
     }
     if (m->D != NULL) {
         p += n * n;
@@ -143,9 +146,8 @@ int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stor
 int tp_model_store_d(tp_model *m, uint32_t eval_cap, int32_t *mem, size_t words)
 {
     const size_t n = m->n;
-    size_t weights, keep, need;
+    size_t keep, need;
     int32_t *p, *xh1 = m->xh1, *xn1 = m->xn1;
-    uint32_t i;
     if (m->D != NULL) {
         return TP_OK;
     }
@@ -156,8 +158,7 @@ int tp_model_store_d(tp_model *m, uint32_t eval_cap, int32_t *mem, size_t words)
     if (mem != m->A || words < need) {
         return TP_ERR_SPACE;
     }
-    weights = n * m->n_in + n * n + (size_t)m->n_out * n;
-    p = mem + weights;
+    p = m->B + (size_t)m->n_out * n; /* the end of the weights */
     if (m->eval_batch > eval_cap) {
         m->eval_batch = eval_cap; /* the evaluation streams beyond the new cap are dropped */
     }
@@ -166,11 +167,7 @@ int tp_model_store_d(tp_model *m, uint32_t eval_cap, int32_t *mem, size_t words)
      * write the identity where they began. */
     keep = (size_t)(m->xh_eval - p) + (size_t)m->eval_batch * n;
     memmove(p + n * n, p, keep * sizeof(int32_t));
-    m->D = p;
-    memset(m->D, 0, n * n * sizeof(int32_t));
-    for (i = 0; i < m->n; i++) {
-        m->D[(size_t)i * n + i] = (int32_t)1 << 24;
-    }
+    store_identity(m, p);
     m->d_stored = 1;
     m->eval_cap = eval_cap;
     lay_states(m, p + n * n);
