@@ -357,30 +357,30 @@ def _old_and_new(n_new: int) -> tuple[bytes, bytes]:
     return old, new
 
 
-@pytest.mark.parametrize("firmware", PERSISTENT)
-def test_kill9_at_every_chunk_and_during_commit_leaves_old_or_new(
-    tmp_path: Path, firmware: str
-) -> None:
-    old, new = _old_and_new(40)  # 4 chunks
+def _kill_during_deploys(tmp_path: Path, firmware: str, n_new: int, commit_rounds: int) -> None:
+    """Deploy an old model, then kill -9 at every chunk of a new one (N = n_new) and
+    ``commit_rounds`` times each during commit and confirm (``_kill_points``)."""
+    old, new = _old_and_new(n_new)
     n_chunks = -(-len(new) // (2048 - 64))
     with start_simulator(tmp_path / "flash.bin", firmware=firmware) as sim:
         dev = device(sim.path)
         dev.deploy_image(old)
         dev.close()
-        _kill_points(sim, old, new, [f"chunk{k}" for k in range(n_chunks)] + ["commit", "confirm"])
+        points = [f"chunk{k}" for k in range(n_chunks)] + ["commit", "confirm"] * commit_rounds
+        _kill_points(sim, old, new, points)
+
+
+@pytest.mark.parametrize("firmware", PERSISTENT)
+def test_kill9_at_every_chunk_and_during_commit_leaves_old_or_new(
+    tmp_path: Path, firmware: str
+) -> None:
+    _kill_during_deploys(tmp_path, firmware, 40, 1)  # 4 chunks
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("firmware", PERSISTENT)
 def test_kill9_at_every_chunk_of_a_large_model(tmp_path: Path, firmware: str) -> None:
-    old, new = _old_and_new(128)  # 34 chunks
-    n_chunks = -(-len(new) // (2048 - 64))
-    with start_simulator(tmp_path / "flash.bin", firmware=firmware) as sim:
-        dev = device(sim.path)
-        dev.deploy_image(old)
-        dev.close()
-        points = [f"chunk{k}" for k in range(n_chunks)] + ["commit", "confirm"] * 5
-        _kill_points(sim, old, new, points)
+    _kill_during_deploys(tmp_path, firmware, 128, 5)  # 34 chunks
 
 
 def test_device_reset_mid_stream_is_seen_through_the_boot_epoch(sim: SimProcess) -> None:
