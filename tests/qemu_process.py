@@ -23,24 +23,22 @@ after opening takes about a second: start with a retried request (see
 from __future__ import annotations
 
 import os
-import select
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import child_processes
 
-from twinpass.firmware_sim.c_firmware import QEMU_PTY, qemu_command
+from twinpass.firmware_sim.c_firmware import qemu_command
+from twinpass.firmware_sim.process import read_pty_path
 
 QEMU = shutil.which("qemu-system-arm")
 ARM_GCC = shutil.which("arm-none-eabi-gcc")
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "firmware" / "build_arm.sh"
 ELF_NAME = "twinpass-netduinoplus2.elf"
-START_TIMEOUT = 20.0
 
 
 def build_arm(
@@ -82,26 +80,14 @@ class QemuProcess:
             raise
 
     def _read_pty_path(self) -> str:
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        seen = b""
-        end = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < end:
-            match = QEMU_PTY.search(seen)
-            if match:
-                return match.group(1).decode()
-            ready, _, _ = select.select([fd], [], [], 0.1)
-            if ready:
-                chunk = os.read(fd, 4096)
-                if not chunk:  # QEMU exited
-                    break
-                seen += chunk
-        err = b""
-        if self.proc.poll() is not None and self.proc.stderr is not None:
-            err = self.proc.stderr.read()
-        raise RuntimeError(
-            f"QEMU did not print its pty path: {(seen + err).decode(errors='replace')[-2000:]}"
-        )
+        assert self.proc is not None
+        path = read_pty_path(self.proc, "qemu")
+        if not path:
+            err = b""
+            if self.proc.poll() is not None and self.proc.stderr is not None:
+                err = self.proc.stderr.read()
+            raise RuntimeError(f"QEMU did not print its pty path: {err.decode(errors='replace')}")
+        return path
 
     def kill(self) -> None:
         """SIGKILL."""
