@@ -5,9 +5,9 @@ board), reads its section sizes with ``arm-none-eabi-size``, and prints per hidd
 (1 input, 1 output, batch 1, D not stored) the bytes a model takes:
 
 - RAM: what the firmware checks a model against (docs/protocol.md §7.3's ``ram_footprint``,
-  an upper bound of the words the C core lays out) and the words the C core really uses
-  (``tp_model_words``, firmware/core/twinpass_core.c), against the model arena (the 128 KiB
-  of RAM minus the firmware's 32 KiB: buffers, reply cache, stack);
+  an upper bound of the words the C core lays out) and the bytes the C core really lays
+  out (``twinpass_core_host check``: its ``tp_model_words``), against the model arena (the
+  128 KiB of RAM minus the firmware's 32 KiB: buffers, reply cache, stack);
 - flash: the model image (``model_image.image_size``) against a slot (30 KiB emulated in
   RAM under QEMU, 128 KiB sectors on a real STM32F405), and the firmware's own code.
 
@@ -17,6 +17,8 @@ board), reads its section sizes with ``arm-none-eabi-size``, and prints per hidd
 from __future__ import annotations
 
 import argparse
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from twinpass.firmware_sim import c_firmware
 from twinpass.firmware_sim import model_image as mi
+from twinpass.runtime import Params, RuleConfig
 
 RAM = 128 * 1024
 ARENA = RAM - 32 * 1024  # firmware/app/device.h: TP_FIRMWARE_RESERVED
@@ -31,11 +34,14 @@ SLOT_QEMU = 30 * 1024
 SLOT_BOARD = 128 * 1024
 
 
-def core_words(n_in: int, n: int, n_out: int, batch: int = 1, eval_cap: int = 1) -> int:
-    """tp_model_words of firmware/core/twinpass_core.c (D not stored)."""
-    w = n * n_in + n * n + n_out * n
-    w += 6 * batch * n + batch * n_in + 2 * batch * n_out + 2 * n + eval_cap * n
-    return w
+def core_bytes(harness: Path, n: int, tmp: str) -> int:
+    """RAM the C core lays out for a 1-N-1 model, batch 1: ``twinpass_core_host check``."""
+    path = Path(tmp) / f"model{n}.bin"
+    path.write_bytes(mi.quantise(Params.init(1, n, 1, seed=0).arrays(), RuleConfig().to_dict()))
+    out = subprocess.run(
+        [str(harness), "check", str(path)], capture_output=True, text=True, check=True
+    ).stdout
+    return int(re.search(r"ram_bytes batch 1 eval 1: (\d+)", out).group(1))
 
 
 def sizes(elf: Path) -> tuple[int, int, int]:
@@ -73,15 +79,18 @@ def main(argv: list[str] | None = None) -> int:
         "fits a QEMU slot | fits a board slot |",
         "|---|---|---|---|---|---|---|",
     ]
+    harness = c_firmware.build_host().parent / "twinpass_core_host"  # build.sh makes both
+    tmp = tempfile.mkdtemp(prefix="twinpass-budget-")
     for n in (int(s) for s in args.sizes.split(",")):
         checked = mi.ram_footprint(1, n, 1)
-        used = 4 * core_words(1, n, 1)
+        used = core_bytes(harness, n, tmp)
         image = mi.image_size(1, n, 1, False)
         yes = {True: "yes", False: "no"}
         lines.append(
             f"| {n} | {checked:,} | {used:,} | {yes[checked <= ARENA]} | {image:,} | "
             f"{yes[image <= SLOT_QEMU]} | {yes[image <= SLOT_BOARD]} |"
         )
+    shutil.rmtree(tmp)
     print("\n".join(lines))
     return 0
 
