@@ -14,6 +14,20 @@ from twinpass.kernels.errors import ConfigError
 
 RULES = ("anp", "np", "wp", "bp")
 OPTIMIZERS = ("sgd", "adam")
+READOUTS = ("rls", "nlms", "anp")
+BPTT_MODES = ("chunked", "sliding")
+
+
+#: The paper's network and readout: Xavier draws, plain tanh units, the readout over the
+#: hidden state learned by the perturbation rule itself, no guard.
+PAPER_NETWORK: dict[str, Any] = {
+    "readout": "anp",
+    "readout_inputs": False,
+    "leak": 1.0,
+    "spectral_radius": None,
+    "input_scale": None,
+    "radius_bound": None,
+}
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,30 @@ class RuleConfig:
     Stops the perturbed replica from drifting away through R (DESIGN.md §3).
     output_cap: cap ANP's output step at the normalised-LMS bound 0.5 / ‖xh‖².
     gain: factor of the ANP step; None means sqrt(n_in + N + n_out), the reference's.
+
+    The readout (docs/design.md §4):
+    readout: how the output weights learn. ``rls``: recursive least squares, the exact
+    online solution of the readout's least-squares problem; ``nlms``: normalised LMS (the
+    rule a fixed-point device can run); ``anp``: the paper's perturbation estimate.
+    readout_inputs: the readout sees [hidden state, input, 1] (a direct input path and a
+    bias, as in reservoir computing) instead of the hidden state alone (the paper's).
+    forgetting: RLS's forgetting factor λ in (0, 1]; 1 weighs all the past equally.
+    readout_p0: RLS's initial inverse covariance P₀ = readout_p0 · I (a large value is a
+    weak ridge prior). readout_step: NLMS's normalised step μ in (0, 2).
+
+    The network (docs/design.md §2):
+    leak: α of leaky-integrator units, xh_t = (1 - α) xh_{t-1} + α D tanh(a_t), in (0, 1]
+    (1: the paper's units). spectral_radius, input_scale: R is drawn with this spectral
+    radius and A uniform in [-input_scale, input_scale]; None keeps the paper's Xavier draw.
+
+    Learning the hidden layer (docs/design.md §5):
+    lr_hidden: the step of A and R's update; None means ``lr``.
+    radius_bound: every ``guard_every`` steps the spectral radius of R is estimated and,
+    above the bound, R is scaled back onto it (counted); None disables the guard.
+
+    The BPTT baseline (``bp``): bptt_mode ``chunked`` (one update per non-overlapping
+    window of K steps) or ``sliding`` (an update every step over the last K);
+    clip: global gradient-norm clipping threshold (None: no clipping).
     """
 
     rule: str = "anp"
@@ -45,6 +83,19 @@ class RuleConfig:
     resync_every: int = 10
     output_cap: bool = True
     gain: float | None = None
+    readout: str = "rls"
+    readout_inputs: bool = True
+    forgetting: float = 1.0
+    readout_p0: float = 1e4
+    readout_step: float = 0.5
+    leak: float = 1.0
+    spectral_radius: float | None = 0.95
+    input_scale: float | None = 1.0
+    lr_hidden: float | None = None
+    radius_bound: float | None = 1.1
+    guard_every: int = 1000
+    bptt_mode: str = "chunked"
+    clip: float | None = 1.0
 
     def __post_init__(self) -> None:
         for name in ("lr", "sigma", "eps", "gain"):
@@ -88,6 +139,54 @@ class RuleConfig:
             )
         if self.gain is not None and not (math.isfinite(self.gain) and self.gain > 0):
             raise ConfigError(f"gain must be a positive number or None, got {self.gain}")
+        self._check_readout_and_network()
+
+    def _check_readout_and_network(self) -> None:
+        """The readout, unit and guard fields: each out-of-range value named with its range."""
+        for name in ("forgetting", "readout_p0", "readout_step", "leak"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+        for name in ("spectral_radius", "input_scale", "lr_hidden", "radius_bound", "clip"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float))
+            ):
+                raise ConfigError(f"{name} must be a number or None, got {value!r}")
+        if not isinstance(self.readout_inputs, bool):
+            raise ConfigError(f"readout_inputs must be True or False, got {self.readout_inputs!r}")
+        if isinstance(self.guard_every, bool) or not isinstance(self.guard_every, int):
+            raise ConfigError(f"guard_every must be a whole number, got {self.guard_every!r}")
+        if self.readout not in READOUTS:
+            raise ConfigError(
+                f"unknown readout {self.readout!r}: choose one of {', '.join(READOUTS)}"
+            )
+        if self.bptt_mode not in BPTT_MODES:
+            raise ConfigError(
+                f"unknown bptt_mode {self.bptt_mode!r}: choose one of {', '.join(BPTT_MODES)}"
+            )
+        ranges = (
+            ("forgetting", self.forgetting, 0.0, 1.0, "(0, 1]"),
+            ("leak", self.leak, 0.0, 1.0, "(0, 1]"),
+            ("readout_step", self.readout_step, 0.0, 2.0, "(0, 2)"),
+        )
+        for name, value, lo, hi, text in ranges:
+            inside = lo < value < hi if text.endswith(")") else lo < value <= hi
+            if not (math.isfinite(value) and inside):
+                raise ConfigError(f"{name} must be in {text}, got {value}")
+        positive = (
+            ("readout_p0", self.readout_p0),
+            ("spectral_radius", self.spectral_radius),
+            ("input_scale", self.input_scale),
+            ("lr_hidden", self.lr_hidden),
+            ("radius_bound", self.radius_bound),
+            ("clip", self.clip),
+        )
+        for name, value in positive:
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+        if self.guard_every < 1:
+            raise ConfigError(f"guard_every must be >= 1 (steps), got {self.guard_every}")
 
     @classmethod
     def reference(cls, rule: str = "anp", **overrides: Any) -> RuleConfig:
@@ -96,8 +195,9 @@ class RuleConfig:
         BP there is one-step backprop with Adam at lr 1e-3.
         """
         base: dict[str, Any] = {"rule": rule, "resync_every": 0, "output_cap": False}
+        base.update(PAPER_NETWORK)
         if rule == "bp":
-            base.update(optimizer="adam", bptt_window=1)
+            base.update(optimizer="adam", bptt_window=1, bptt_mode="sliding", clip=None)
         base.update(overrides)
         return cls(**base)
 
@@ -105,6 +205,11 @@ class RuleConfig:
     def name(self) -> str:
         """The rule's name as in the paper: ANP, DANP, BP, DBP, ..."""
         return ("D" if self.decorrelation else "") + self.rule.upper()
+
+    @property
+    def hidden_lr(self) -> float:
+        """The step of A and R's update: ``lr_hidden``, or ``lr`` when that is None."""
+        return self.lr if self.lr_hidden is None else float(self.lr_hidden)
 
     def resolved_gain(self, n_total: int) -> float:
         """The ANP step factor for a network with n_total = n_in + N + n_out units."""
