@@ -35,7 +35,15 @@ from twinpass.kernels.rng import new_rng_state
 
 from .analog_model import PRESET_NOTES, PRESETS, UPDATE_MODES, AnalogParams, kernel_vector
 from .analog_model import preset as get_preset
-from .base import PARAM_NAMES, DeviceInfo, StepResult, check_batch, check_params, check_rule
+from .base import (
+    PARAM_NAMES,
+    DeviceInfo,
+    StepResult,
+    check_batch,
+    check_label_delay,
+    check_params,
+    check_rule,
+)
 from .host import as_block
 
 RULES = ("anp", "np", "wp")
@@ -137,11 +145,13 @@ class AnalogDevice:
         *,
         batch: int = 1,
         seed: int = 0,
+        label_delay: int = 0,
     ) -> None:
         self._check_open()
         check_params(params)
         check_batch(batch)
         self._check_rule(rule)
+        check_label_delay(label_delay, 0, self.name)
         A, R, B, D = (
             np.ascontiguousarray(np.array(params[k], dtype=np.float32)) for k in PARAM_NAMES
         )
@@ -345,6 +355,8 @@ class AnalogDevice:
             RULES,
             f"is not one the analog device runs: {', '.join(RULES)} "
             "(BP needs exact gradients, which an analog substrate does not give)",
+            readouts=("anp",),
+            device="analog",
         )
         name = rule["rule"]
         if name in ("np", "wp") and not float(rule["sigma"]) > 0:

@@ -33,15 +33,55 @@ def check_batch(batch: int) -> None:
         raise ConfigError(f"batch must be >= 1, got {batch}")
 
 
-def check_rule(rule: Mapping[str, Any], rules: tuple[str, ...], refusal: str) -> None:
+def check_rule(
+    rule: Mapping[str, Any],
+    rules: tuple[str, ...],
+    refusal: str,
+    *,
+    readouts: tuple[str, ...] | None = None,
+    device: str = "",
+) -> None:
     """Refuse a rule mapping (it may come over a wire) whose rule is not in ``rules``,
-    saying ``rule 'x' {refusal}``, or that lacks lr or sigma (ConfigError)."""
+    saying ``rule 'x' {refusal}``, or that lacks lr or sigma (ConfigError).
+
+    ``readouts``: the readout rules the device runs; a device that gives them runs the
+    paper's network only (readout over the hidden state, units without leak), and a rule
+    asking for more is refused with a message naming what it can run.
+    """
     name = rule.get("rule")
     if name not in rules:
         raise ConfigError(f"rule {name!r} {refusal}")
     missing = [k for k in ("lr", "sigma") if k not in rule]
     if missing:
         raise ConfigError(f"rule configuration lacks {', '.join(missing)}")
+    if readouts is None:
+        return
+    readout = rule.get("readout", "anp")
+    if readout not in readouts:
+        raise ConfigError(
+            f"readout {readout!r} is not one the {device} device runs: it offers "
+            f"{', '.join(readouts)} (choose it with --readout)"
+        )
+    if rule.get("readout_inputs", False):
+        raise ConfigError(
+            f"the {device} device's readout sees the hidden state only: "
+            "use readout_inputs=False (--no-readout-inputs)"
+        )
+    if float(rule.get("leak", 1.0)) != 1.0:
+        raise ConfigError(f"the {device} device runs units without leak: use leak=1 (--leak 1)")
+
+
+def check_label_delay(label_delay: int, most: int | None, device: str) -> None:
+    """Refuse a label delay below 0 or above what the backend can hold (``most``)."""
+    if isinstance(label_delay, bool) or not isinstance(label_delay, (int, np.integer)):
+        raise ConfigError(f"label_delay must be a whole number of steps, got {label_delay!r}")
+    if label_delay < 0:
+        raise ConfigError(f"label_delay must be >= 0, got {label_delay}")
+    if most is not None and label_delay > most:
+        raise ConfigError(
+            f"the {device} device learns with a label delay of at most {most} step(s), "
+            f"not {label_delay}"
+        )
 
 
 @dataclass(frozen=True)
@@ -54,6 +94,8 @@ class DeviceInfo:
     dtypes: tuple[str, ...]
     exact: bool  # arithmetic equals the float reference (no device noise or quantisation)
     max_hidden: int | None = None
+    readouts: tuple[str, ...] = ("anp",)  # readout rules it runs (RuleConfig.readout)
+    max_label_delay: int | None = 0  # longest label delay it holds (None: no limit)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -87,10 +129,12 @@ class Device(Protocol):
         *,
         batch: int = 1,
         seed: int = 0,
+        label_delay: int = 0,
     ) -> None:
         """Take a model: arrays A, R, B, D and a rule configuration (RuleConfig.to_dict()).
 
-        Resets both replicas' hidden state and seeds the device's noise.
+        Resets both replicas' hidden state and seeds the device's noise. ``label_delay``:
+        the steps between a step and the arrival of its label (docs/design.md §6).
         """
 
     def read_model(self) -> dict[str, np.ndarray]:

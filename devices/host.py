@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 
 from twinpass.kernels.api import (
+    LEARN_STATE_FIELDS,
     Dims,
+    allocate_learn_state,
     allocate_workspace,
     check_array,
     network_dims,
@@ -21,9 +23,29 @@ from twinpass.kernels.api import (
 )
 from twinpass.kernels.bptt import STATE_FIELDS, bptt_block, bptt_reset, bptt_scratch
 from twinpass.kernels.errors import ConfigError, DeviceError, ShapeError
+from twinpass.kernels.perturbation import C_FILL, C_HEAD
 from twinpass.kernels.rng import new_rng_state
 
-from .base import PARAM_NAMES, DeviceInfo, StepResult, check_batch, check_params, check_rule
+from .base import (
+    PARAM_NAMES,
+    DeviceInfo,
+    StepResult,
+    check_batch,
+    check_label_delay,
+    check_params,
+    check_rule,
+)
+
+#: Names of the kernel's event counters, in the order of ``LearnState.counts``.
+COUNT_NAMES = (
+    "steps",
+    "pending_labels",
+    "ring_head",
+    "guard_projections",
+    "rls_resets",
+    "rls_bounded",
+    "unlabelled_steps",
+)
 
 
 class HostDevice:
@@ -48,6 +70,8 @@ class HostDevice:
             rules=("anp", "np", "wp", "bp"),
             dtypes=("float32", "float64"),
             exact=True,
+            readouts=("rls", "nlms", "anp"),
+            max_label_delay=None,
         )
 
     # -- model ---------------------------------------------------------------------------
@@ -59,11 +83,13 @@ class HostDevice:
         *,
         batch: int = 1,
         seed: int = 0,
+        label_delay: int = 0,
     ) -> None:
         self._check_open()
         check_params(params)
         check_batch(batch)
         self._check_rule(rule)
+        check_label_delay(label_delay, None, self.name)
         arrays = tuple(
             np.ascontiguousarray(np.array(params[k], dtype=self.dtype)) for k in PARAM_NAMES
         )
@@ -86,8 +112,18 @@ class HostDevice:
         self._xh2 = np.zeros((nb, n), self.dtype)
         self._counter = np.zeros(1, np.int64)
         self._rng = new_rng_state(seed)
+        self._delay = int(label_delay)
         self._xh_eval = np.zeros((nb, n), self.dtype)
         self._eval_ws = allocate_workspace(dims, nb)
+        readout = self._rule.get("readout", "anp")
+        self._learn = allocate_learn_state(
+            dims,
+            nb,
+            delay=self._delay,
+            rls=readout == "rls" and not self._bp,
+            p0=float(self._rule.get("readout_p0", 1e4)),
+            seed=seed,
+        )
         if self._bp:
             self._bufs = bptt_scratch(
                 dims.n_in,
@@ -111,6 +147,9 @@ class HostDevice:
         self._xh1.fill(0)
         self._xh2.fill(0)
         self._counter[0] = 0
+        # Pending updates belong to the old sequence: their labels will never come.
+        self._learn.counts[C_FILL] = 0
+        self._learn.counts[C_HEAD] = 0
         if self._bp:
             bptt_reset(self._bufs)
 
@@ -165,8 +204,23 @@ class HostDevice:
             two_noisy=bool(r.get("two_noisy_passes", False)),
             resync_every=int(r.get("resync_every", 0)),
             output_cap=bool(r.get("output_cap", False)),
+            state=self._learn,
+            readout=r.get("readout", "anp"),
+            lr_hidden=r.get("lr_hidden"),
+            leak=float(r.get("leak", 1.0)),
+            readout_step=float(r.get("readout_step", 0.5)),
+            forgetting=float(r.get("forgetting", 1.0)),
+            readout_p0=float(r.get("readout_p0", 1e4)),
+            radius_bound=r.get("radius_bound"),
+            guard_every=int(r.get("guard_every", 1000)),
+            delay=self._delay,
         )
         return StepResult(pred, loss1, loss2, applied)
+
+    def counts(self) -> dict[str, int]:
+        """The learning rules' event counters (guard projections, RLS resets, ...)."""
+        c = self._learn.counts
+        return {name: int(c[i]) for i, name in enumerate(COUNT_NAMES)}
 
     def predict(self, inputs: np.ndarray, *, reset: bool = True) -> np.ndarray:
         params = self._loaded()
@@ -177,7 +231,15 @@ class HostDevice:
         if self._eval_ws.x.shape[0] != nb:
             self._eval_ws = allocate_workspace(self._dims, nb)
         pred = np.zeros((U.shape[0], nb, self._dims.n_out), self.dtype)
-        run_forward(params, self._xh_eval, U, pred, self._eval_ws, decorrelation=self._decor)
+        run_forward(
+            params,
+            self._xh_eval,
+            U,
+            pred,
+            self._eval_ws,
+            decorrelation=self._decor,
+            leak=float(self._rule.get("leak", 1.0)),
+        )
         return pred
 
     # -- state for checkpoints -------------------------------------------------------------
@@ -215,6 +277,7 @@ class HostDevice:
         """The learning state, by name: what a checkpoint must hold besides the weights."""
         self._loaded()
         state = {"xh1": self._xh1, "xh2": self._xh2, "counter": self._counter, "rng": self._rng}
+        state.update({f"learn.{f}": getattr(self._learn, f) for f in LEARN_STATE_FIELDS})
         if self._bp:
             state.update({f"bptt.{f}": getattr(self._bufs, f) for f in STATE_FIELDS})
         return state

@@ -31,7 +31,15 @@ from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.fixed_point import decode_activities, decode_loss, encode_activities
 from twinpass.kernels.errors import ConfigError, DeviceError, RemoteError, ShapeError
 
-from .base import PARAM_NAMES, DeviceInfo, StepResult, check_batch, check_params, check_rule
+from .base import (
+    PARAM_NAMES,
+    DeviceInfo,
+    StepResult,
+    check_batch,
+    check_label_delay,
+    check_params,
+    check_rule,
+)
 from .protocol import MsgType, pack_array, unpack_array
 from .serial_link import T_MASK, DeviceResetError, SerialLink
 
@@ -160,6 +168,7 @@ class SerialDevice:
         *,
         batch: int = 1,
         seed: int = 0,
+        label_delay: int = 0,
     ) -> None:
         self._check_open()
         check_params(params)
@@ -170,7 +179,10 @@ class SerialDevice:
             rule,
             RULES,
             f"is not one the serial device runs: it learns with {', '.join(RULES)} only",
+            readouts=("anp",),
+            device=self.name,
         )
+        check_label_delay(label_delay, 0, "serial")
         if not 0 <= int(seed) <= 0xFFFFFFFF:
             raise ConfigError(f"the device's noise seed is a u32, got {seed}")
         image = quantise_model(arrays, rule)

@@ -50,7 +50,9 @@ class RuleConfig:
     The readout (docs/design.md §4):
     readout: how the output weights learn. ``rls``: recursive least squares, the exact
     online solution of the readout's least-squares problem; ``nlms``: normalised LMS (the
-    rule a fixed-point device can run); ``anp``: the paper's perturbation estimate.
+    rule a fixed-point device can run); ``anp``: the learning rule's own estimate (the
+    paper's: ANP's perturbation estimate; WP's and BP's own). None (default): ``rls`` for
+    ANP and NP, ``anp`` for WP and BP.
     readout_inputs: the readout sees [hidden state, input, 1] (a direct input path and a
     bias, as in reservoir computing) instead of the hidden state alone (the paper's).
     forgetting: RLS's forgetting factor λ in (0, 1]; 1 weighs all the past equally.
@@ -83,7 +85,7 @@ class RuleConfig:
     resync_every: int = 10
     output_cap: bool = True
     gain: float | None = None
-    readout: str = "rls"
+    readout: str | None = None
     readout_inputs: bool = True
     forgetting: float = 1.0
     readout_p0: float = 1e4
@@ -143,6 +145,10 @@ class RuleConfig:
 
     def _check_readout_and_network(self) -> None:
         """The readout, unit and guard fields: each out-of-range value named with its range."""
+        if self.readout is None:
+            # The exact readout where the kernels offer it; WP and BP learn theirs by their
+            # own estimate (a perturbation, a gradient).
+            object.__setattr__(self, "readout", "rls" if self.rule in ("anp", "np") else "anp")
         for name in ("forgetting", "readout_p0", "readout_step", "leak"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -160,6 +166,11 @@ class RuleConfig:
         if self.readout not in READOUTS:
             raise ConfigError(
                 f"unknown readout {self.readout!r}: choose one of {', '.join(READOUTS)}"
+            )
+        if self.rule in ("wp", "bp") and self.readout != "anp":
+            raise ConfigError(
+                f"{self.rule.upper()} learns its readout by its own estimate: readout must be "
+                f"'anp' (the rule's own), not {self.readout!r}"
             )
         if self.bptt_mode not in BPTT_MODES:
             raise ConfigError(

@@ -62,6 +62,12 @@ class OnlineLearner:
         the last parameters known good (taken at each block) and go on.
     max_weight:
         A weight larger than this in magnitude counts as divergence.
+    label_delay:
+        Steps between a step and the arrival of its label (docs/design.md §6): ``run``
+        takes with the input of step s the label of step s - label_delay, and the output
+        of step s is the forecast of the label that arrives at step s + label_delay,
+        made from weights that learned only from labels that arrived up to step s.
+        0 (default): input and label of the same step.
     """
 
     def __init__(
@@ -78,6 +84,7 @@ class OnlineLearner:
         params: Params | None = None,
         on_divergence: str = "raise",
         max_weight: float = 1e4,
+        label_delay: int = 0,
     ) -> None:
         if on_divergence not in ON_DIVERGENCE:
             raise ConfigError(f"on_divergence must be 'raise' or 'rollback', not {on_divergence!r}")
@@ -90,16 +97,37 @@ class OnlineLearner:
         self.dtype = str(np.dtype(dtype))
         self.on_divergence = on_divergence
         self.max_weight = float(max_weight)
+        if isinstance(label_delay, bool) or int(label_delay) < 0:
+            raise ConfigError(f"label_delay must be a whole number >= 0, got {label_delay!r}")
+        self.label_delay = int(label_delay)
         self.device: Device = device if device is not None else HostDevice(self.dtype)
+        c = self.config
         if params is None:
-            params = Params.init(n_in, n_hidden, n_out, seed=seed, dtype=self.dtype)
+            params = Params.init(
+                n_in,
+                n_hidden,
+                n_out,
+                seed=seed,
+                dtype=self.dtype,
+                spectral_radius=c.spectral_radius,
+                input_scale=c.input_scale,
+                readout_inputs=c.readout_inputs,
+                zero_readout=c.readout in ("rls", "nlms"),
+            )
         d = params.dims
         if (d.n_in, d.n_hidden, d.n_out) != (self.n_in, self.n_hidden, self.n_out):
             raise ShapeError(
                 f"params are {d.n_in}-{d.n_hidden}-{d.n_out}, "
                 f"expected {self.n_in}-{self.n_hidden}-{self.n_out}"
             )
-        self.device.load(params.arrays(), self.config.to_dict(), batch=self.batch, seed=seed)
+        if d.readout_inputs != c.readout_inputs:
+            raise ShapeError(
+                f"B is {d.n_out} x {d.n_features}, but the rule's readout "
+                + ("sees [hidden, input, 1]" if c.readout_inputs else "sees the hidden state")
+                + f": expected {d.n_out} x "
+                + str(d.n_hidden + (d.n_in + 1 if c.readout_inputs else 0))
+            )
+        self._load(params.arrays())
         self.steps = 0
         self.rollbacks = 0
         self._good: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
@@ -190,6 +218,12 @@ class OnlineLearner:
         """Start a new sequence: zero both replicas' hidden states, keep the weights."""
         self.device.reset_state()
 
+    def counts(self) -> dict[str, int]:
+        """The learning rules' event counters (guard projections, RLS resets, unlabelled
+        steps, ...) where the device keeps them; empty otherwise."""
+        counts = getattr(self.device, "counts", None)
+        return counts() if callable(counts) else {}
+
     @property
     def params(self) -> Params:
         """A copy of the current parameters."""
@@ -217,6 +251,7 @@ class OnlineLearner:
                 "rollbacks": self.rollbacks,
                 "on_divergence": self.on_divergence,
                 "max_weight": self.max_weight,
+                "label_delay": self.label_delay,
                 "device": self.device.info().name,
                 "user": dict(meta or {}),
             },
@@ -256,6 +291,7 @@ class OnlineLearner:
                 params=params,
                 on_divergence=m["on_divergence"],
                 max_weight=m["max_weight"],
+                label_delay=int(m.get("label_delay", 0)),
             )
             learner.device.import_state(
                 {k[6:]: v for k, v in ckpt.arrays.items() if k.startswith("state.")}
@@ -303,5 +339,14 @@ class OnlineLearner:
     def _restore(self) -> None:
         assert self._good is not None
         model, state = self._good
-        self.device.load(model, self.config.to_dict(), batch=self.batch, seed=self.seed)
+        self._load(model)
         self.device.import_state(state)
+
+    def _load(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self.device.load(
+            arrays,
+            self.config.to_dict(),
+            batch=self.batch,
+            seed=self.seed,
+            label_delay=self.label_delay,
+        )

@@ -25,21 +25,53 @@ class Params:
 
     @classmethod
     def init(
-        cls, n_in: int, n_hidden: int, n_out: int, *, seed: int = 0, dtype: str = "float32"
+        cls,
+        n_in: int,
+        n_hidden: int,
+        n_out: int,
+        *,
+        seed: int = 0,
+        dtype: str = "float32",
+        spectral_radius: float | None = None,
+        input_scale: float | None = None,
+        readout_inputs: bool = False,
+        zero_readout: bool = False,
     ) -> Params:
-        """Xavier-normal A, R, B and D = I, as in the reference code."""
+        """The initial network (docs/design.md §2); by default the reference code's.
+
+        Default: Xavier-normal A, R, B and D = I. ``spectral_radius``: R is a standard
+        normal matrix scaled to that spectral radius (the reservoir-computing draw, which
+        gives the network a memory of that many time constants); ``input_scale``: A is
+        uniform in [-s, s]. ``readout_inputs``: B gets n_in + 1 more columns (input and
+        bias), started at 0. ``zero_readout``: B starts at 0 (for the exact readout rules,
+        which need no symmetry breaking and start from the least-squares prior).
+        """
         g = np.random.default_rng(seed)
 
         def xavier(fan_out: int, fan_in: int) -> np.ndarray:
             std = np.sqrt(2.0 / (fan_in + fan_out))
-            return np.ascontiguousarray(g.normal(0.0, std, (fan_out, fan_in)), dtype=dtype)
+            return g.normal(0.0, std, (fan_out, fan_in))
 
-        return cls(
-            A=xavier(n_hidden, n_in),
-            R=xavier(n_hidden, n_hidden),
-            B=xavier(n_out, n_hidden),
-            D=np.eye(n_hidden, dtype=dtype),
-        )
+        if input_scale is None:
+            A = xavier(n_hidden, n_in)
+        else:
+            A = g.uniform(-input_scale, input_scale, (n_hidden, n_in))
+        if spectral_radius is None:
+            R = xavier(n_hidden, n_hidden)
+        else:
+            R = g.standard_normal((n_hidden, n_hidden))
+            rho = float(np.max(np.abs(np.linalg.eigvals(R))))
+            R *= spectral_radius / rho
+        B = xavier(n_out, n_hidden)
+        if zero_readout:
+            B[...] = 0.0
+        if readout_inputs:
+            B = np.concatenate([B, np.zeros((n_out, n_in + 1))], axis=1)
+
+        def f(m: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(m, dtype=dtype)
+
+        return cls(A=f(A), R=f(R), B=f(B), D=np.eye(n_hidden, dtype=dtype))
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray], dtype: str | None = None) -> Params:
