@@ -22,7 +22,7 @@ import numpy as np
 from twinpass.devices.serial import SerialDevice
 from twinpass.firmware_sim.c_firmware import FIRMWARES
 from twinpass.runtime.atomic import write_json
-from twinpass.runtime.config import RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK, RuleConfig
 from twinpass.runtime.learner import OnlineLearner
 from twinpass.runtime.tasks import make_task
 from twinpass.runtime.training import CHUNK
@@ -132,7 +132,9 @@ def hil(
       twinpass hil --firmware qemu --hidden 32 --steps 2000
     """
     report = Reporter(quiet=quiet)
-    config = RuleConfig(lr=lr, sigma=sigma)
+    # The firmwares run the paper's network and readout (in fixed point); the host runs
+    # the same rule beside them.
+    config = RuleConfig(lr=lr, sigma=sigma, **PAPER_NETWORK)
     the_task = make_task(task)
     train, test = the_task.train, the_task.test
     n_in, n_out = the_task.n_in, the_task.n_out

@@ -10,7 +10,7 @@ import click
 from twinpass.devices.base import Device
 from twinpass.devices.registry import make_device, parse_spec
 from twinpass.kernels.errors import ConfigError
-from twinpass.runtime.config import RULES, RuleConfig
+from twinpass.runtime.config import BPTT_MODES, PAPER_NETWORK, READOUTS, RULES, RuleConfig
 
 _DEFAULT = RuleConfig()
 
@@ -27,8 +27,24 @@ RULE_OPTION_NAMES = (
     "resync_every",
     "output_cap",
     "gain",
+    "readout",
+    "readout_inputs",
+    "forgetting",
+    "readout_p0",
+    "readout_step",
+    "leak",
+    "spectral_radius",
+    "input_scale",
+    "lr_hidden",
+    "radius_bound",
+    "guard_every",
+    "bptt_mode",
+    "clip",
     "reference",
 )
+
+#: Options whose value None means "RuleConfig's default" (they are only passed when given).
+_OPTIONAL_FIELDS = RULE_OPTION_NAMES[RULE_OPTION_NAMES.index("readout") : -1]
 
 #: ``--dtype``, shared by the commands that build a network.
 dtype_option = click.option(
@@ -116,6 +132,94 @@ def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help="Factor of the ANP step [default: sqrt(n_in + N + n_out)].",
         ),
         click.option(
+            "--readout",
+            type=click.Choice(READOUTS),
+            default=None,
+            help="How the readout learns: rls (recursive least squares, exact), nlms "
+            "(normalised LMS), anp (the rule's own estimate, the paper's) [default: rls for "
+            "anp/np, the rule's own for wp/bp].",
+        ),
+        click.option(
+            "--readout-inputs/--no-readout-inputs",
+            default=None,
+            help="The readout sees [hidden, input, 1] (a direct input path and a bias) "
+            f"[default: {'on' if _DEFAULT.readout_inputs else 'off'}; reference: off].",
+        ),
+        click.option(
+            "--forgetting",
+            type=float,
+            default=None,
+            help=f"RLS forgetting factor λ in (0, 1] [default: {_DEFAULT.forgetting:g}].",
+        ),
+        click.option(
+            "--readout-p0",
+            type=float,
+            default=None,
+            help="RLS initial inverse covariance P0 = p0 I, > 0 "
+            f"[default: {_DEFAULT.readout_p0:g}].",
+        ),
+        click.option(
+            "--readout-step",
+            type=float,
+            default=None,
+            help=f"NLMS step μ in (0, 2) [default: {_DEFAULT.readout_step:g}].",
+        ),
+        click.option(
+            "--leak",
+            type=float,
+            default=None,
+            help=f"Leak α of the hidden units in (0, 1] (1: no leak) [default: {_DEFAULT.leak:g}].",
+        ),
+        click.option(
+            "--spectral-radius",
+            type=float,
+            default=None,
+            help="Draw R with this spectral radius, > 0 "
+            f"[default: {_DEFAULT.spectral_radius}; reference: Xavier].",
+        ),
+        click.option(
+            "--input-scale",
+            type=float,
+            default=None,
+            help="Draw A uniform in [-s, s], s > 0 "
+            f"[default: {_DEFAULT.input_scale}; reference: Xavier].",
+        ),
+        click.option(
+            "--lr-hidden",
+            type=float,
+            default=None,
+            help="Learning rate of the input and recurrent weights [default: "
+            + ("--lr" if _DEFAULT.lr_hidden is None else f"{_DEFAULT.lr_hidden:g}")
+            + "].",
+        ),
+        click.option(
+            "--radius-bound",
+            type=float,
+            default=None,
+            help="Keep R's spectral radius at most this, checked every --guard-every steps "
+            f"[default: {_DEFAULT.radius_bound}; reference: off].",
+        ),
+        click.option(
+            "--guard-every",
+            type=click.IntRange(1),
+            default=None,
+            help="Steps between two checks of R's spectral radius "
+            f"[default: {_DEFAULT.guard_every}].",
+        ),
+        click.option(
+            "--bptt-mode",
+            type=click.Choice(BPTT_MODES),
+            default=None,
+            help="BP: chunked (one update per window of K steps) or sliding (every step) "
+            f"[default: {_DEFAULT.bptt_mode}; reference: sliding].",
+        ),
+        click.option(
+            "--clip",
+            type=float,
+            default=None,
+            help=f"BP: global gradient-norm clipping threshold [default: {_DEFAULT.clip}].",
+        ),
+        click.option(
             "--reference",
             is_flag=True,
             help="The published method unchanged (no resync, no output cap; BP with "
@@ -146,6 +250,7 @@ def rule_config_from_options(opts: dict[str, Any]) -> RuleConfig:
         fields["resync_every"] = o["resync_every"]
     if o["output_cap"] is not None:
         fields["output_cap"] = o["output_cap"]
+    fields.update({k: o[k] for k in _OPTIONAL_FIELDS if o[k] is not None})
     if o["reference"]:
         if o["rule"] == "bp" and o["window"] != 1:
             fields["bptt_window"] = o["window"]
@@ -153,6 +258,19 @@ def rule_config_from_options(opts: dict[str, Any]) -> RuleConfig:
             fields.pop("bptt_window")
         return RuleConfig.reference(o["rule"], **fields)
     return RuleConfig(rule=o["rule"], **fields)
+
+
+def fit_rule_to_device(config: RuleConfig, device: Device, explicit: set[str]) -> RuleConfig:
+    """The rule a device can run: the paper's readout and units on a device that offers
+    no other (until it does), unless the user asked for them explicitly.
+
+    An explicit choice the device cannot run is left as it is: the device refuses it
+    with a message naming what it offers.
+    """
+    info = device.info()
+    if config.readout in info.readouts or explicit & {"readout", "readout_inputs", "leak"}:
+        return config
+    return config.replace(**PAPER_NETWORK)
 
 
 #: The parameter names that :func:`device_options` adds.

@@ -33,6 +33,7 @@ from .options import (
     device_options,
     device_spec_record,
     dtype_option,
+    fit_rule_to_device,
     is_explicit,
     rule_config_from_options,
     rule_options,
@@ -257,6 +258,8 @@ def stream(
             if forecaster is None:
                 dev, dtype = device_from_options(device, noise_scale, analog_update, dtype)
                 ctx.call_on_close(dev.close)  # as above: on every exit path
+                explicit = {k for k in RULE_OPTION_NAMES if is_explicit(ctx, k)}
+                config = fit_rule_to_device(config, dev, explicit)
                 forecaster = StreamForecaster(
                     len(cols),
                     horizon=horizon,

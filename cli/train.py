@@ -22,6 +22,7 @@ from .options import (
     device_options,
     device_spec_record,
     dtype_option,
+    fit_rule_to_device,
     is_explicit,
     rule_config_from_options,
     rule_options,
@@ -192,6 +193,7 @@ def train(
             )
         dev, dtype = device_from_options(device, noise_scale, analog_update, dtype)
         click.get_current_context().call_on_close(dev.close)  # as above: on every exit path
+        config = fit_rule_to_device(config, dev, _explicit_options())
         learner = OnlineLearner(
             the_task.n_in,
             the_task.n_out,

@@ -613,8 +613,8 @@ def wp_block(
     EA, ER, EB are scratch of the parameters' shapes (B's: n_out x F, so the perturbation
     covers the input and bias columns of the readout too). R's update is deferred into
     the next step's pass over R, which also draws that step's E_R row by row. WP learns
-    its readout by its own estimate, with no label delay; the leak and the guard are
-    those of :func:`perturbation_block`.
+    its readout by its own estimate, with no label delay; the leak, the guard and a NaN
+    label (predicted, not learned) are as in :func:`perturbation_block`.
 
     Noise drawn per step, in this order: E_A (N*n_in), then E_R one row at a time
     (N draws of N), then E_B (n_out*F).
@@ -689,22 +689,30 @@ def wp_block(
                 b1[b, o] = h1
                 b2[b, o] = h2 + e2
                 pred[s, b, o] = b1[b, o]
-        l1, l2 = _mean_losses(b1, b2, Y[s])
-        loss1[s] = l1
-        loss2[s] = l2
-        if not (np.isfinite(l1) and np.isfinite(l2) and _all_finite(u)):
+        loss1[s] = np.nan
+        loss2[s] = np.nan
+        if not (_all_finite(u) and _all_finite(b1) and _all_finite(b2)):
             done = s
             break
-        dl = l2 - l1
-        k = lr * dl / sigma
-        for i in range(A.shape[0]):
-            for j in range(A.shape[1]):
-                A[i, j] = A[i, j] - k * EA[i, j]
-        for i in range(B.shape[0]):
-            for j in range(B.shape[1]):
-                B[i, j] = B[i, j] - k * EB[i, j]
-        k_prev = k
-        pend_r = True
+        if not _labelled(Y[s]):
+            counts[C_UNLABELLED] += 1
+        else:
+            l1, l2 = _mean_losses(b1, b2, Y[s])
+            loss1[s] = l1
+            loss2[s] = l2
+            if not (np.isfinite(l1) and np.isfinite(l2)):
+                done = s
+                break
+            dl = l2 - l1
+            k = lr * dl / sigma
+            for i in range(A.shape[0]):
+                for j in range(A.shape[1]):
+                    A[i, j] = A[i, j] - k * EA[i, j]
+            for i in range(B.shape[0]):
+                for j in range(B.shape[1]):
+                    B[i, j] = B[i, j] - k * EB[i, j]
+            k_prev = k
+            pend_r = True
         _copy(xh1, xhn1)
         _copy(xh2, xhn2)
         if decor:

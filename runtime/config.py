@@ -27,6 +27,7 @@ PAPER_NETWORK: dict[str, Any] = {
     "spectral_radius": None,
     "input_scale": None,
     "radius_bound": None,
+    "lr_hidden": None,
 }
 
 
@@ -90,10 +91,10 @@ class RuleConfig:
     forgetting: float = 1.0
     readout_p0: float = 1e4
     readout_step: float = 0.5
-    leak: float = 1.0
+    leak: float = 0.3
     spectral_radius: float | None = 0.95
     input_scale: float | None = 1.0
-    lr_hidden: float | None = None
+    lr_hidden: float | None = 1e-3
     radius_bound: float | None = 1.1
     guard_every: int = 1000
     bptt_mode: str = "chunked"

@@ -245,7 +245,9 @@ def test_allocate_workspace_shapes(dtype):
     assert ws.work.shape[1:] == (NB, N) and ws.work_out.shape[1:] == (NB, N_OUT)
     assert ws.pend.shape[1:] == (NB, N) and ws.q.shape == (N,)
     assert ws.EA.size == ws.ER.size == ws.EB.size == 0
-    assert {a.dtype for a in vars(ws).values()} == {np.dtype(dtype)}
+    # The guard's power-iteration scratch is float64 whatever the network's dtype.
+    assert ws.gw.dtype == np.float64 and ws.gw.shape == (N,)
+    assert {a.dtype for k, a in vars(ws).items() if k != "gw"} == {np.dtype(dtype)}
     wp = api.allocate_workspace(dims, NB, weight_noise=True)
     assert (wp.EA.shape, wp.ER.shape, wp.EB.shape) == ((N, N_IN), (N, N), (N_OUT, N))
 

@@ -18,7 +18,7 @@ import pytest
 from naive import perturbation as nv
 
 from twinpass.kernels import api
-from twinpass.kernels.perturbation import W_XI2, W_XP1, W_XP2
+from twinpass.kernels.perturbation import C_UNLABELLED, H_XI2, H_XP1, H_XP2
 from twinpass.kernels.rng import new_rng_state
 
 N_IN, N, N_OUT = 3, 6, 2
@@ -68,6 +68,7 @@ class KernelRun:
         T, nb, _ = self.U.shape
         dims = api.network_dims(*(self.p[k] for k in "ARBD"))
         self.ws = api.allocate_workspace(dims, nb, weight_noise=rule == "wp")
+        self.state = api.allocate_learn_state(dims, nb)
         self.counter = np.zeros(1, np.int64)
         self.rng = new_rng_state(seed)
         self.pred = np.full((T, nb, dims.n_out), np.nan, dtype)
@@ -87,6 +88,7 @@ class KernelRun:
             self.loss1[lo:hi],
             self.loss2[lo:hi],
             self.ws,
+            state=self.state,
             **cfg,
         )
 
@@ -237,8 +239,8 @@ def test_resync_follows_the_counter_across_blocks():
     for t in range(12):
         k.run(t, t + 1, **cfg)
         # Synchronised states: the replicas' pre-activations differ by exactly the noise.
-        da = k.ws.work[W_XP2] - k.ws.work[W_XP1]
-        synced.append(bool(np.allclose(da, k.ws.work[W_XI2], rtol=0, atol=1e-12)))
+        da = k.state.rec_h[0, H_XP2] - k.state.rec_h[0, H_XP1]
+        synced.append(bool(np.allclose(da, k.state.rec_h[0, H_XI2], rtol=0, atol=1e-12)))
     assert synced == [(7 + t) % 3 == 0 for t in range(12)]
     assert k.counter[0] == 19
 
@@ -337,7 +339,7 @@ def test_one_output_unit_with_db_zero_gives_no_nan():
     assert k.run(0, 5, **cfg) == 5
     got = k.result()
     # The premise: the hidden replicas' pre-activations differ, the outputs do not.
-    xp1, xp2 = k.ws.work[W_XP1], k.ws.work[W_XP2]
+    xp1, xp2 = k.state.rec_h[0, H_XP1], k.state.rec_h[0, H_XP2]
     assert not np.array_equal(xp1, xp2)
     np.testing.assert_array_equal(got["loss1"], got["loss2"])
     for key in "ARB":
@@ -365,8 +367,30 @@ def test_huge_inputs_saturate_tanh(rule, dtype):
 
 def _nonfinite_cases():
     for rule in ("anp", "np", "wp"):
-        for where, value in (("U", np.nan), ("U", np.inf), ("Y", np.nan)):
+        for where, value in (("U", np.nan), ("U", np.inf), ("Y", np.inf)):
             yield pytest.param(rule, where, value, id=f"{rule}-{where}-{value}")
+
+
+@pytest.mark.parametrize("rule", ["anp", "np", "wp"])
+def test_a_nan_label_is_predicted_not_learned(rule):
+    """A NaN target means "no label": the step runs (prediction, state) but changes no
+    weight, is counted, and the stream goes on."""
+    T, k_bad, nb = 9, 5, 2
+    prob = make_problem(11, nb, T)
+    prob["Y"] = prob["Y"].copy()
+    prob["Y"][k_bad, 1, 0] = np.nan
+    cfg = config(rule, decor=False, resync_every=3)
+    k = KernelRun(prob, np.float64, 11, rule)
+    assert k.run(0, k_bad + 1, **cfg) == k_bad + 1
+    got = k.result()
+    before = run_kernel({**prob, "U": prob["U"][:k_bad], "Y": prob["Y"][:k_bad]}, np.float64, 11,
+                        **cfg)  # fmt: skip
+    for key in "ARB":
+        np.testing.assert_array_equal(got[key], before[key], err_msg=key)
+    assert not np.array_equal(got["xh1"], before["xh1"])  # the state did advance
+    assert np.isnan(got["loss1"][k_bad]) and np.isfinite(got["pred"][k_bad]).all()
+    assert k.state.counts[C_UNLABELLED] == 1
+    assert k.run(k_bad + 1, T, **cfg) == T - k_bad - 1  # and the stream goes on
 
 
 @pytest.mark.parametrize(("rule", "where", "value"), list(_nonfinite_cases()))
