@@ -93,10 +93,14 @@ def rls_bound(P, p0, f, g):
         d = np.float64(P[i, i])
         # h is free here: reuse g as the scale vector, then recompute g below.
         g[i] = math.sqrt(p0 / d) if d > p0 else 1.0
+    # One triangle, mirrored: under reassociation P[i, j] * (s_i s_j) may round
+    # differently from P[j, i] * (s_j s_i), and P must stay symmetric bit for bit.
     for i in range(F):
         si = g[i]
-        for j in range(F):
-            P[i, j] = P[i, j] * (si * g[j])
+        for j in range(i, F):
+            v = P[i, j] * (si * g[j])
+            P[i, j] = v
+            P[j, i] = v
     for i in range(F):
         acc = 0.0
         for j in range(F):
