@@ -40,11 +40,12 @@ RULE_OPTION_NAMES = (
     "guard_every",
     "bptt_mode",
     "clip",
+    "recommended",
     "reference",
 )
 
 #: Options whose value None means "RuleConfig's default" (they are only passed when given).
-_OPTIONAL_FIELDS = RULE_OPTION_NAMES[RULE_OPTION_NAMES.index("readout") : -1]
+_OPTIONAL_FIELDS = RULE_OPTION_NAMES[RULE_OPTION_NAMES.index("readout") : -2]
 
 #: ``--dtype``, shared by the commands that build a network.
 dtype_option = click.option(
@@ -220,6 +221,13 @@ def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help=f"BP: global gradient-norm clipping threshold [default: {_DEFAULT.clip}].",
         ),
         click.option(
+            "--recommended",
+            is_flag=True,
+            help="The learner measured best on Mackey-Glass: an RLS readout over [hidden, "
+            "input, 1], leaky reservoir units (leak 0.3, spectral radius 0.95), the hidden "
+            "layer at --lr-hidden 1e-3 under the radius guard; other options override it.",
+        ),
+        click.option(
             "--reference",
             is_flag=True,
             help="The published method unchanged (no resync, no output cap; BP with "
@@ -251,12 +259,16 @@ def rule_config_from_options(opts: dict[str, Any]) -> RuleConfig:
     if o["output_cap"] is not None:
         fields["output_cap"] = o["output_cap"]
     fields.update({k: o[k] for k in _OPTIONAL_FIELDS if o[k] is not None})
+    if o["reference"] and o["recommended"]:
+        raise ConfigError("--reference and --recommended exclude each other: choose one")
     if o["reference"]:
         if o["rule"] == "bp" and o["window"] != 1:
             fields["bptt_window"] = o["window"]
         elif o["rule"] == "bp":
             fields.pop("bptt_window")
         return RuleConfig.reference(o["rule"], **fields)
+    if o["recommended"]:
+        return RuleConfig.recommended(o["rule"], **fields)
     return RuleConfig(rule=o["rule"], **fields)
 
 

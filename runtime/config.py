@@ -31,6 +31,21 @@ PAPER_NETWORK: dict[str, Any] = {
 }
 
 
+#: The learner measured best on the Mackey-Glass task (docs/design.md; the run is in
+#: benchmarks/RESULTS.md): an exact RLS readout over [hidden, input, 1], leaky units drawn
+#: as a reservoir, the hidden layer learning at its own small rate under the radius guard.
+#: Not yet the field defaults: ``RuleConfig.recommended()`` and ``--recommended`` select it.
+RECOMMENDED: dict[str, Any] = {
+    "readout": "rls",
+    "readout_inputs": True,
+    "leak": 0.3,
+    "spectral_radius": 0.95,
+    "input_scale": 1.0,
+    "lr_hidden": 1e-3,
+    "radius_bound": 1.1,
+}
+
+
 @dataclass(frozen=True)
 class RuleConfig:
     """How the network learns. Every field is plain data (it goes into checkpoints).
@@ -52,8 +67,8 @@ class RuleConfig:
     readout: how the output weights learn. ``rls``: recursive least squares, the exact
     online solution of the readout's least-squares problem; ``nlms``: normalised LMS (the
     rule a fixed-point device can run); ``anp``: the learning rule's own estimate (the
-    paper's: ANP's perturbation estimate; WP's and BP's own). None (default): ``rls`` for
-    ANP and NP, ``anp`` for WP and BP.
+    paper's: ANP's perturbation estimate; WP's and BP's own). None (default) means
+    ``anp``; :meth:`recommended` picks ``rls`` for ANP and NP.
     readout_inputs: the readout sees [hidden state, input, 1] (a direct input path and a
     bias, as in reservoir computing) instead of the hidden state alone (the paper's).
     forgetting: RLS's forgetting factor λ in (0, 1]; 1 weighs all the past equally.
@@ -87,15 +102,15 @@ class RuleConfig:
     output_cap: bool = True
     gain: float | None = None
     readout: str | None = None
-    readout_inputs: bool = True
+    readout_inputs: bool = False
     forgetting: float = 1.0
     readout_p0: float = 1e4
     readout_step: float = 0.5
-    leak: float = 0.3
-    spectral_radius: float | None = 0.95
-    input_scale: float | None = 1.0
-    lr_hidden: float | None = 1e-3
-    radius_bound: float | None = 1.1
+    leak: float = 1.0
+    spectral_radius: float | None = None
+    input_scale: float | None = None
+    lr_hidden: float | None = None
+    radius_bound: float | None = None
     guard_every: int = 1000
     bptt_mode: str = "chunked"
     clip: float | None = 1.0
@@ -149,7 +164,7 @@ class RuleConfig:
         if self.readout is None:
             # The exact readout where the kernels offer it; WP and BP learn theirs by their
             # own estimate (a perturbation, a gradient).
-            object.__setattr__(self, "readout", "rls" if self.rule in ("anp", "np") else "anp")
+            object.__setattr__(self, "readout", "anp")
         for name in ("forgetting", "readout_p0", "readout_step", "leak"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -217,6 +232,15 @@ class RuleConfig:
     def name(self) -> str:
         """The rule's name as in the paper: ANP, DANP, BP, DBP, ..."""
         return ("D" if self.decorrelation else "") + self.rule.upper()
+
+    @classmethod
+    def recommended(cls, rule: str = "anp", **overrides: Any) -> RuleConfig:
+        """The learner of :data:`RECOMMENDED` (an exact readout, leaky reservoir units)."""
+        base: dict[str, Any] = {"rule": rule, **RECOMMENDED}
+        if rule in ("wp", "bp"):
+            base["readout"] = "anp"
+        base.update(overrides)
+        return cls(**base)
 
     @property
     def hidden_lr(self) -> float:
