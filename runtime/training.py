@@ -44,26 +44,11 @@ class EpochRecord:
         }
 
 
-#: Steps at the start of each held-out sequence that :func:`evaluate` also leaves out of
-#: ``test_mse_washout``: the reservoir-computing convention (the state starts at zero and
-#: needs some steps to reflect the input), used by the echo-state baselines we compare to.
-WASHOUT = 100
-
-
 def evaluate(learner: OnlineLearner, task: Task, split: str = "test") -> EpochRecord:
-    """Test MSE (and the task's extra metrics) of the learner on a split, without learning.
-
-    ``test_mse`` scores every step from the zero state (the paper's metric); the extra
-    ``test_mse_washout`` leaves out the first :data:`WASHOUT` steps of each sequence, for
-    sequences longer than twice that.
-    """
+    """Test MSE (and the task's extra metrics) of the learner on a split, without learning."""
     data = task.test if split == "test" else task.train
     mse, pred = learner.evaluate(data.inputs, data.targets)
-    extra = task.extra_metrics(pred, split)
-    if data.n_steps > 2 * WASHOUT:
-        err = pred[:, WASHOUT:].astype(np.float64) - data.targets[:, WASHOUT:]
-        extra["test_mse_washout"] = float(np.mean(err * err))
-    return EpochRecord(0, None, mse, extra)
+    return EpochRecord(0, None, mse, task.extra_metrics(pred, split))
 
 
 def train_epoch(
