@@ -1,6 +1,6 @@
 """ANP's hyperparameters and learning-rate schedules against the quality target at N = 100.
 
-DESIGN.md §6 asks ANP's final test MSE on Mackey-Glass to be within 1.5x of the strongest
+docs/design.md §9 asks ANP's final test MSE on Mackey-Glass to be within 1.5x of the strongest
 BP baseline (truncated BPTT, K = 20, SGD: median 3.67e-4 at N = 100 in the stability
 sweep, recall pairing). This script trains ANP with the given rule settings and a
 per-epoch learning-rate schedule over several seeds and prints the median and worst final

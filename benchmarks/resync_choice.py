@@ -3,7 +3,7 @@
 Resynchronising the perturbed replica's hidden state to the clean one stops it drifting
 away through R (the cause of ANP's divergence on Mackey-Glass, see stability.py), but it
 also removes the activity differences propagated from earlier steps, which a memory task
-may need (DESIGN.md §3). This runs ANP with resync every step, every 10 steps and never on
+may need (docs/design.md §3.1). This runs ANP with resync every step, every 10 steps and never on
 a copy task short enough to be learned at N=100 (5 symbols, delay 5), next to truncated
 BPTT for scale, and prints test MSE and recall accuracy.
 

@@ -7,7 +7,7 @@ does not fall on one rule only.
 Side by side in the same run: a plain-NumPy float32 ANP step (vectorised, one replica pair
 per step, the same equations) and this machine's bound for the step: max(flops / measured
 SGEMM rate, bytes / measured in-place bandwidth at the step's working set), with the
-leading-order counts of DESIGN.md §6 (ANP, NP: 6N² flops and 8N² bytes; DANP: 15N², 20N²),
+leading-order counts of docs/design.md §7 (ANP, NP: 6N² flops and 8N² bytes; DANP: 15N², 20N²),
 the bandwidth taken at the step's working set (R; R and D for DANP).
 
     python benchmarks/step_speed.py                      # full table (a few minutes)

@@ -59,7 +59,7 @@ Components and the source of each default (``pcm`` preset unless noted):
   bidirectional on g+ against a fixed reference g- at mid-range (aihwkit's
   ``SoftBoundsReferenceDevice`` arrangement), and does not drift.
 
-Update modes (DESIGN.md §5: a learning-rule update is far below ``dw_min``):
+Update modes (docs/design.md §8: a learning-rule update is far below ``dw_min``):
 ``stochastic`` fires a pulse with probability ``|dw| / dw_min`` per weight (the expectation
 of aihwkit's stochastic pulse trains), ``mixed`` accumulates updates in a digital float32
 array and transfers whole pulses once they are reached (Nandakumar et al., Front.

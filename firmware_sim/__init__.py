@@ -1,4 +1,4 @@
-"""The simulated microcontroller firmware: the hardware-in-the-loop simulator (DESIGN.md §5).
+"""The simulated microcontroller firmware: the hardware-in-the-loop simulator (docs/design.md §8).
 
 - :mod:`.fixed_point`: the on-device network and ANP learner in integer fixed point;
 - :mod:`.fast`: the same step as compiled scalar loops (speed; the C port's shape);

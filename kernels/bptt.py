@@ -1,6 +1,6 @@
 """Online truncated backpropagation through time: the baseline the perturbation rules are judged by.
 
-At every timestep t the network (DESIGN.md §2, no node noise)::
+At every timestep t the network (docs/design.md §2, no node noise)::
 
     a_t = A u_t + R xh_{t-1},  x_t = tanh(a_t),  xh_t = D x_t,  y_t = B xh_t
     l_t = mean over outputs and batch of (y_t - y*_t)²

@@ -2,7 +2,7 @@
 
 Every step runs two replicas of the network on the same input: replica 1 (clean, or noisy
 in two-noisy-passes mode) and replica 2 (perturbed). The difference of their losses and of
-their measured pre-activations gives a local update (DESIGN.md §3). Nothing from past
+their measured pre-activations gives a local update (docs/design.md §3). Nothing from past
 steps is stored.
 
 Fusion. The rank-one update of R computed at step t is applied lazily, row by row, inside
@@ -48,7 +48,7 @@ FASTMATH = {"reassoc", "nsz"}
 # runtime (``_nrt=False``, a long-standing but underscored option of numba.jit). With it,
 # every array view handed to an inlined helper costs an atomic increment and decrement:
 # ~70 per step, 0.5 µs of a 3.3 µs step at N = 100. Without it, an allocation in a kernel
-# is a compile error, which also enforces DESIGN.md §4's "no allocation in the hot loop".
+# is a compile error, which also enforces docs/design.md §7's "no allocation in the hot loop".
 # Whole-array assignments (``a[:] = b``) need the runtime for their error path: the
 # kernels copy with :func:`_copy` instead.
 BLOCK_JIT = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy", "_nrt": False}

@@ -1,6 +1,6 @@
 """The learning-rule configuration: which rule, its hyperparameters, and its safeguards.
 
-Defaults are twinpass's stable settings (DESIGN.md §3, measured in benchmarks/RESULTS.md);
+Defaults are twinpass's stable settings (docs/design.md §3, measured in benchmarks/RESULTS.md);
 :meth:`RuleConfig.reference` gives the published method unchanged, for reproduction.
 """
 
@@ -59,7 +59,7 @@ class RuleConfig:
     two_noisy_passes: perturb both replicas (the noise of an analog substrate); the update
     then uses only measured activities. ANP and NP only.
     resync_every: copy replica 1's hidden state into replica 2 every k steps (0: never).
-    Stops the perturbed replica from drifting away through R (DESIGN.md §3).
+    Stops the perturbed replica from drifting away through R (docs/design.md §3.1).
     output_cap: cap ANP's output step at the normalised-LMS bound 0.5 / ‖xh‖².
     gain: factor of the ANP step; None means sqrt(n_in + N + n_out), the reference's.
 

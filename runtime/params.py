@@ -1,4 +1,4 @@
-"""The network's parameters A, R, B, D and their initialisation (DESIGN.md §2)."""
+"""The network's parameters A, R, B, D and their initialisation (docs/design.md §2)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ the command is run again.
 
 Hyperparameters are the reference code's for every perturbation rule (lr 1e-3, sigma 1e-3,
 decorrelation rate 1e-4), with twinpass's stable defaults (resync every 10 steps, capped
-output step; DESIGN.md §3). Two BP baselines are run side by side because they disagree:
+output step; docs/design.md §3.1). Two BP baselines are run side by side because they disagree:
 the reference's (one-step BP, Adam, lr 1e-3) and truncated BPTT (K = 20, SGD, lr 1e-3),
 the strongest baseline measured on Mackey-Glass. No per-rule search: one setting per rule,
 the same on every task, so that the comparison is the rules' and not the tuning's.

@@ -237,7 +237,7 @@ def test_decorrelation_learns_d() -> None:
 
 
 def float_reference(net: FixedNet, U, Y, xi2, zeta2):
-    """DESIGN.md §3's ANP with resync and cap (and decorrelation), float64, fed the fixed
+    """docs/design.md §3.1's ANP with resync and cap (and decorrelation), float64, fed the fixed
     net's own noise."""
     h = net.hyper
     A, R, B = (getattr(net, k) / ONE_W for k in "ARB")

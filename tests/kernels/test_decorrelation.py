@@ -1,4 +1,4 @@
-"""The rank-one decorrelation update against the explicit O(N³) formula of DESIGN.md §3."""
+"""The rank-one decorrelation update against the explicit O(N³) formula of docs/design.md §3.6."""
 
 from __future__ import annotations
 

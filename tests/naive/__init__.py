@@ -1,1 +1,1 @@
-"""Slow, obvious float64 NumPy references written from DESIGN.md, used to check the kernels."""
+"""Slow, obvious float64 NumPy references written from docs/design.md, used to check the kernels."""

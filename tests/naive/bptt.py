@@ -2,7 +2,7 @@
 
 Explicit Python loops over time, the whole unrolled history kept in a list, textbook
 formulas (the decorrelation update as the full matrix product), no ring buffer, no in-place
-tricks. The network and the rule are those of DESIGN.md §2-3 and the kernel's docstring.
+tricks. The network and the rule are those of docs/design.md §2-3 and the kernel's docstring.
 """
 
 from __future__ import annotations

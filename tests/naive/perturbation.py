@@ -1,4 +1,4 @@
-"""Float64 NumPy reference of one ANP / NP / WP step, written from DESIGN.md §2–3.
+"""Float64 NumPy reference of one ANP / NP / WP step, written from docs/design.md §2–3.
 
 Deliberately obvious: whole-matrix NumPy expressions, no fusion, no deferred updates.
 Noise is passed in; :func:`draw_node_noise` and :func:`draw_weight_noise` reproduce the

@@ -92,7 +92,7 @@ def test_defaults_are_the_stable_settings() -> None:
     assert (c.rule, c.decorrelation, c.optimizer) == ("anp", False, "sgd")
     assert (c.lr, c.sigma, c.eps) == (1e-3, 1e-3, 1e-4)
     assert (c.bptt_window, c.two_noisy_passes, c.gain) == (1, False, None)
-    # twinpass's stabilisers (DESIGN.md §3) are on by default ...
+    # twinpass's stabilisers (docs/design.md §3.1) are on by default ...
     assert c.resync_every == 10 and c.output_cap is True
 
 

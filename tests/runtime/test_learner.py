@@ -59,7 +59,7 @@ def _same_params(a: Params, b: Params) -> bool:
 
 
 def _manual_prediction(params: Params, xh: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """The clean network's output for input u from hidden state xh (DESIGN.md §2), float64."""
+    """The clean network's output for input u from hidden state xh (docs/design.md §2), float64."""
     A, R, B, D = (m.astype(np.float64) for m in params.astuple())
     x = np.tanh(A @ u + R @ xh)
     return B @ (D @ x)

@@ -194,7 +194,7 @@ def test_bp_learns_mackey_glass_ahead(seed: int) -> None:
 
 @pytest.mark.parametrize(("n", "seed"), [(100, 0), (100, 1), (100, 2), (500, 0), (500, 1)])
 def test_default_anp_stays_finite(n: int, seed: int) -> None:
-    """The defaults are meant to be stable on every seed (DESIGN.md §3): no divergence, no
+    """The defaults are meant to be stable on every seed (docs/design.md §3.1): no divergence, no
     rollback, finite records. N=500 on a shorter series to keep the default run quick."""
     epochs, length = (3, 5000) if n == 100 else (2, 1500)
     tests, _ = _learn(RuleConfig(), "ahead", seed, epochs, n=n, length=length)
