@@ -4,6 +4,10 @@ Shared by every CSV-like source (files, stdin, serial lines), see
 :mod:`twinpass.runtime.sources` for the rules. Conversion takes a block of records at a
 time: one ``float`` per used field through ``numpy.fromiter`` when the block is clean, a
 row-by-row scan only to locate (and skip or report) the bad rows.
+
+An empty field (or one of blanks) in a used column is a *missing* cell, not a bad row: it
+becomes NaN, which the stream carries (an input) or leaves unlearned (the target). Text that
+is not a number, NaN or infinity written out, and a wrong number of fields are bad rows.
 """
 
 from __future__ import annotations
@@ -44,6 +48,16 @@ class Layout:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Layout:
         return cls(list(d["header"]), [int(i) for i in d["selected"]], list(d["non_numeric"]))
+
+
+def _cell(text: str) -> float:
+    """A field's value: NaN for an empty field (a missing cell); ValueError for text."""
+    try:
+        return float(text)
+    except ValueError:
+        if not text.strip():
+            return math.nan
+        raise
 
 
 def is_number(text: str) -> bool:
@@ -168,11 +182,16 @@ class RowParser:
             cols = list(zip(*recs, strict=True))
             try:
                 for j, c in enumerate(sel):
-                    out[:, j] = np.fromiter(map(float, cols[c]), np.float64, n)
+                    try:
+                        out[:, j] = np.fromiter(map(float, cols[c]), np.float64, n)
+                    except ValueError:  # an empty field (missing) or text (bad)
+                        out[:, j] = np.fromiter(map(_cell, cols[c]), np.float64, n)
             except ValueError:
                 ok = False
             else:
-                ok = bool(np.isfinite(out).all())
+                # NaN is fine only where the field was empty: "nan" and "inf" are bad rows.
+                bad = np.argwhere(~np.isfinite(out))
+                ok = all(not cols[sel[j]][i].strip() for i, j in bad)
         if ok:
             return out, len(records), None
         return self._convert_slowly(records, lines, recs, out)
@@ -204,11 +223,13 @@ class RowParser:
             return f"expected {len(header)} fields as in the header, found {len(rec)}"
         for j, c in enumerate(self.layout.selected):
             text = rec[c]
+            if not text.strip():
+                row[j] = math.nan  # missing, not malformed
+                continue
             try:
                 v = float(text)
             except ValueError:
-                what = "empty field" if not text.strip() else f"not a number: {text!r}"
-                return f"column {header[c]!r}: {what}"
+                return f"column {header[c]!r}: not a number: {text!r}"
             if not math.isfinite(v):
                 return f"column {header[c]!r}: {text.strip()!r} is not a finite number"
             row[j] = v

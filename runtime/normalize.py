@@ -1,18 +1,25 @@
 """Online normalisation of a stream's columns, with no peeking at the future.
 
-Each row is standardised with the running mean and standard deviation of the rows strictly
-before it (Welford's algorithm, float64), and only then added to the statistics. Until two
-rows have been seen, and while a column has been constant, its scale is 1. The statistics
-are updated row by row in compiled code, so a stream gives the same bits however it is cut
-into blocks, and ``state()`` / ``from_state()`` resume exactly.
+Each cell is standardised with the running mean and standard deviation of its column's
+observed cells strictly before it (Welford's algorithm, float64, one count per column), and
+only then added to the statistics. Until a column has two observed cells, and while it has
+been constant, its scale is 1. The statistics are updated row by row in compiled code, so a
+stream gives the same bits however it is cut into blocks, and ``state()`` / ``from_state()``
+resume exactly.
+
+A missing cell (NaN) is not observed: it leaves the statistics alone and carries its
+column's last observed value, standardised with the statistics of that moment; before the
+column has any observed value it is 0 (the column's running mean, in normalised units).
 
     >>> norm = RunningNormalizer(2, keep=1)
-    >>> Z, loc, scale = norm.update(rows)          # rows (T, 2) float64
+    >>> Z, loc, scale = norm.update(rows)          # rows (T, 2) float64, NaN: missing
     >>> original = prediction * scale + loc        # back to column 1's units
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +30,23 @@ from twinpass.kernels.streaming import normalize_block
 _KIND = "twinpass.running-normalizer"
 
 
+@dataclass(frozen=True)
+class Normalized:
+    """A normalised block: Z (T, C) with missing cells carried; loc and scale (T,) of
+    column ``keep`` for each row; filled (T, C): the rows with missing cells carried, in
+    the original units (NaN where the column had no observed value yet)."""
+
+    Z: np.ndarray
+    loc: np.ndarray
+    scale: np.ndarray
+    filled: np.ndarray
+
+
+def _scale(n: int, m2: float) -> float:
+    """The kernel's scale after ``n`` observed cells with Welford sum ``m2``."""
+    return math.sqrt(m2 / (n - 1)) if n >= 2 and m2 > 0.0 else 1.0
+
+
 class RunningNormalizer:
     """Running per-column standardisation; column ``keep``'s location and scale are reported."""
 
@@ -31,45 +55,87 @@ class RunningNormalizer:
             raise ConfigError(f"n_columns must be >= 1, got {n_columns}")
         self.n_columns = int(n_columns)
         self.keep = int(keep) % self.n_columns
-        self.count = np.zeros(1, np.int64)
+        self.rows = 0
+        self.count = np.zeros(self.n_columns, np.int64)  # observed cells per column
         self.mean = np.zeros(self.n_columns)
         self.m2 = np.zeros(self.n_columns)
+        self.last = np.full(self.n_columns, np.nan)  # last observed value per column
 
     @property
     def n_seen(self) -> int:
-        """Rows added to the statistics so far."""
-        return int(self.count[0])
+        """Rows added so far (missing cells included)."""
+        return self.rows
 
     def std(self) -> np.ndarray:
-        """The current scale of each column (what the next row would be divided by)."""
-        n = self.n_seen
-        if n < 2:
-            return np.ones(self.n_columns)
-        s = np.sqrt(self.m2 / (n - 1))
-        return np.where(self.m2 > 0, s, 1.0)
+        """The current scale of each column (what its next cell would be divided by)."""
+        return np.array(
+            [_scale(int(n), float(m)) for n, m in zip(self.count, self.m2, strict=True)]
+        )
 
     def update(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Normalise ``rows`` (T, C) and add them to the statistics.
 
         Returns Z (T, C), and the location and scale (T,) each row of column ``keep`` was
-        normalised with.
+        normalised with. NaN cells are missing: see :meth:`update_carrying`.
         """
+        out = self.update_carrying(rows)
+        return out.Z, out.loc, out.scale
+
+    def update_carrying(self, rows: np.ndarray) -> Normalized:
+        """Normalise ``rows`` (T, C), carrying missing (NaN) cells; see the module doc."""
         X = np.ascontiguousarray(rows, dtype=np.float64)
-        T = X.shape[0]
+        if X.ndim != 2 or X.shape[1] != self.n_columns:
+            raise ConfigError(f"rows must be shaped (T, {self.n_columns}), got {X.shape}")
+        T, C = X.shape
         Z = np.empty_like(X)
+        filled = X.copy()
         loc = np.empty(T)
         scale = np.empty(T)
-        normalize_block(X, self.count, self.mean, self.m2, self.keep, Z, loc, scale)
-        return Z, loc, scale
+        for c in range(C):
+            x = X[:, c]
+            seen = ~np.isnan(x)
+            n_obs = int(seen.sum())
+            xo = np.ascontiguousarray(x[seen][:, None]) if n_obs < T else X[:, c : c + 1].copy()
+            zo = np.empty((n_obs, 1))
+            lo = np.empty(n_obs)
+            so = np.empty(n_obs)
+            # One column at a time, each with its own count: the same arithmetic as the
+            # kernel's all-columns pass when no cell is missing.
+            normalize_block(
+                xo, self.count[c : c + 1], self.mean[c : c + 1], self.m2[c : c + 1], 0, zo, lo, so
+            )
+            if n_obs == T:
+                Z[:, c] = zo[:, 0]
+                col_loc, col_scale = lo, so
+            else:
+                # Statistics at each row: those before the next observed cell, or the final.
+                before = np.cumsum(seen) - seen
+                col_loc = np.append(lo, self.mean[c])[before]
+                col_scale = np.append(so, _scale(int(self.count[c]), float(self.m2[c])))[before]
+                at = np.maximum.accumulate(np.where(seen, np.arange(T), -1))
+                carried = np.where(at >= 0, x[np.maximum(at, 0)], self.last[c])
+                z = (carried - col_loc) / col_scale
+                Z[:, c] = np.where(seen, 0.0, np.where(np.isnan(carried), 0.0, z))
+                Z[seen, c] = zo[:, 0]
+                filled[:, c] = carried
+            if c == self.keep:
+                loc[:] = col_loc
+                scale[:] = col_scale
+            if n_obs:
+                self.last[c] = xo[-1, 0]
+        self.rows += T
+        return Normalized(Z, loc, scale, filled)
 
     def state(self) -> dict[str, Any]:
         """Plain data (ints and lists of floats): float64 values survive msgpack exactly."""
         return {
             "kind": _KIND,
             "keep": self.keep,
-            "count": self.n_seen,
+            "rows": self.rows,
+            "count": self.count.tolist(),
             "mean": self.mean.tolist(),
             "m2": self.m2.tolist(),
+            "last": self.last.tolist(),
         }
 
     @classmethod
@@ -81,7 +147,15 @@ class RunningNormalizer:
         if mean.ndim != 1 or mean.shape != m2.shape or mean.size < 1:
             raise ConfigError("running-normaliser state has inconsistent mean and m2")
         self = cls(mean.size, state["keep"])
-        self.count[0] = int(state["count"])
+        count = state["count"]
+        if isinstance(count, int):  # one count for all columns (no missing cells then)
+            self.count[:] = count
+            self.rows = count
+        else:
+            self.count[:] = np.array(count, dtype=np.int64)
+            self.rows = int(state["rows"])
         self.mean[:] = mean
         self.m2[:] = m2
+        if "last" in state:
+            self.last[:] = np.array(state["last"], dtype=np.float64)
         return self

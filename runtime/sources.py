@@ -16,9 +16,12 @@ CSV rules (files, stdin and serial lines alike):
 - A column is numeric if its field in the first data row parses as a number (an empty
   field counts as numeric); the others (a date, a label) are left out and reported. Naming
   one of them is an error.
-- A bad row (a field that is not a number, NaN or infinity in a used column, a wrong
-  number of fields) is an error naming the source, line and column with ``on_bad_row=
-  "error"``, or is skipped and counted with ``"skip"``. Blank lines are ignored.
+- An empty field in a used column is a missing cell, not a bad row: it is handed out as
+  NaN (the stream carries a missing input and does not learn from a missing target).
+- A bad row (a field that is not a number, NaN or infinity written out in a used column, a
+  wrong number of fields) is an error naming the source, line and column with
+  ``on_bad_row="error"``, or is skipped and counted with ``"skip"``. Blank lines are
+  ignored.
 - Files support every CSV quoting rule; on stdin and serial lines each line is one record.
 
 A serial device may have been sending before the port was opened, so its first line may be
@@ -69,9 +72,9 @@ def _never() -> bool:
 class Block:
     """Rows read from a source.
 
-    values (n, C) float64: the used columns, target last. error: with ``on_bad_row=
-    "error"``, the bad row that ended this block (the rows before it are in ``values``).
-    eof: the source has ended.
+    values (n, C) float64: the used columns, target last; NaN marks a missing cell.
+    error: with ``on_bad_row="error"``, the bad row that ended this block (the rows before
+    it are in ``values``). eof: the source has ended.
     """
 
     values: np.ndarray
