@@ -4,33 +4,46 @@
 memory, from rows handed to it in blocks of any size (River's ``learn_one``, a block at a
 time): each block is normalised, learned in one compiled call and scored.
 
-Framing, for data row t (0-based) and horizon h:
+Framing, strictly causal for every horizon h, for data row t (0-based):
 
-- The input vector of row t is the chosen input columns plus the target column's own value
-  at row t, each standardised online with the statistics of rows before t
-  (:mod:`twinpass.runtime.normalize`).
-- At row t >= h the learner takes one step with input u[t-h] and target y[t]: both have
-  arrived, so it never sees a target early. Its prediction for y[t] is made before that
-  step's update (prequential), from the hidden state driven by inputs up to u[t-h].
-  With h > 1 the weights making that prediction have learned from targets up to row t-1,
-  and the prediction is mapped back to the target's units with the statistics of rows
-  before t: the usual update lag of an online learner with delayed labels. With h = 1
-  this is exactly what was known when u[t-1] arrived.
-- The first h rows only fill the pipeline: no step, no score.
+- Row t's input vector z[t] is the chosen input columns plus, unless ``target_input`` is
+  off, the target column's own value at row t, each standardised online with the
+  statistics of that column's rows before t (:mod:`twinpass.runtime.normalize`).
+- At row t the network steps on z[t] and emits the forecast of y[t+h]. The learner runs
+  with a label delay of h (``OnlineLearner(label_delay=h)``, docs/design.md §6): the target
+  of row t is the label of the step taken at row t-h, and its update is applied at row t,
+  before row t's forward pass. So the forecast made at row t comes from weights that
+  learned only from targets up to row t, and from inputs up to row t.
+- The forecast is mapped back to the target's units with what was known at row t (the
+  statistics row t was standardised with, and y[t] in delta mode), kept with the h pending
+  forecasts, and scored when row t+h arrives with y[t+h]. The first h rows have no
+  forecast due: nothing is scored until row h.
+- ``target_mode="level"`` learns the standardised y[t+h]; ``"delta"`` learns
+  (y[t+h] - y[t]) / s[t] (s[t]: the target's scale at row t) and forecasts y[t] + s[t] times
+  the output, so that persistence is the zero output.
+- Missing cells (NaN): a missing input cell carries its column's last value (0 in
+  normalised units before the column has one), counted in ``carried_cells``; a row whose
+  target cell is missing is still stepped on and forecast from, but the forecast due at it
+  is neither learned from nor scored (``unlabelled_rows``). y[t] for persistence and delta
+  mode is the last known target value.
+- A device that holds no label delay (or the WP and BP rules) learns horizon 1 by pairing
+  the input of row t-1 with the target of row t, the same order of operations; a longer
+  horizon on it is refused.
 
-Three predictors are scored on every step, in the target's original units (running MSE
-and an EMA of the squared error, :mod:`twinpass.runtime.metrics`):
+Three predictors are scored on every forecast whose target arrived, in the target's units
+(running MSE and an EMA of the squared error, :mod:`twinpass.runtime.metrics`):
 
 - ``model``: the learner;
-- ``persistence``: y[t-h], the latest target value known at input time;
+- ``persistence``: y[t], the latest target value known when the forecast was made;
 - ``initial``: a frozen copy of the initial network, fed the same inputs without learning,
   which shows how much of the model's skill was learned.
 
 `StreamSession` drives a forecaster from a source (:mod:`twinpass.runtime.sources`):
 blocks of up to ``chunk_size`` rows, cut so that checkpoints fall exactly every
 ``checkpoint_every`` steps, a checkpoint on stop requests (SIGINT/SIGTERM) and at the end,
-and a metrics file continued across resumes. Everything carried from block to block is
-sequential and saved, so a resumed run is bit-identical to one that never stopped.
+and a metrics file continued across resumes. Everything carried from block to block (the
+pending forecasts included) is sequential and saved, so a resumed run is bit-identical to
+one that never stopped.
 """
 
 from __future__ import annotations
@@ -57,18 +70,23 @@ from .params import Params
 from .sources import Source
 
 PREDICTORS = ("model", "persistence", "initial")
+TARGET_MODES = ("level", "delta")
 CHUNK = 4096
 """Rows per block: long enough that Python's share vanishes, short enough to stay live."""
 
 _FORMAT = "twinpass.stream"
-_VERSION = 1
+_VERSION = 2
+"""2: causal forecasts (label delay = horizon), missing cells, target modes."""
+
+_NO_DELAY_RULES = ("wp", "bp")
+"""Rules whose kernels learn with no label delay."""
 
 
 @dataclass(frozen=True)
 class StreamStep:
-    """What one block taught: for its m steps, predictions (m, 3) of the model, persistence
-    and the initial model in the target's units (made before learning), the truth (m,), and
-    the metric snapshot rows that fell in the block."""
+    """What one block taught: for its m scored forecasts, predictions (m, 3) of the model,
+    persistence and the initial model in the target's units (each made h rows before its
+    target arrived), the truth (m,), and the metric snapshot rows that fell in the block."""
 
     predictions: np.ndarray
     truth: np.ndarray
@@ -85,13 +103,38 @@ def _unpack(d: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(d["data"], dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
 
 
+def label_delay_for(horizon: int, device: Device | None, config: RuleConfig | None) -> int:
+    """The learner's label delay for a causal forecast ``horizon`` rows ahead.
+
+    ``horizon`` where the device and rule hold that delay; 0 for horizon 1 where they hold
+    none (the input of row t-1 is then paired with the target of row t); otherwise a
+    ConfigError.
+    """
+    h = int(horizon)
+    rule = (config or RuleConfig()).rule
+    info = device.info() if device is not None else None
+    most = info.max_label_delay if info is not None else None
+    if rule in _NO_DELAY_RULES:
+        most = 0
+    if most is None or most >= h:
+        return h
+    if h == 1:
+        return 0
+    where = f"the {info.name} device" if info is not None else "the host"
+    raise ConfigError(
+        f"--horizon {h}: a causal forecast {h} rows ahead needs a label delay of {h} steps, "
+        f"and {where} with the {rule} rule holds at most {most}; use --horizon 1, or the "
+        "host device with the anp or np rule"
+    )
+
+
 class StreamForecaster:
     """Forecasts the last column of a stream ``horizon`` rows ahead, learning online.
 
     Parameters
     ----------
     n_inputs:
-        Columns per row, target last (the target's own value is an input too).
+        Columns per row, target last.
     horizon:
         Rows ahead to predict (>= 1).
     n_hidden, config, seed, dtype:
@@ -101,7 +144,17 @@ class StreamForecaster:
     device:
         Where the model learns (default: the host); the frozen initial twin always runs on
         the host, as a clean baseline.
+    target_input:
+        Whether the target's own value is an input (False: the other columns only, a pure
+        exogenous model such as NARMA10's u -> y).
+    target_mode:
+        ``level`` (learn the standardised target) or ``delta`` (learn its change over the
+        horizon, in units of its scale: persistence is the zero output).
     """
+
+    CAUSAL = True
+    """Every forecast is made from what was known at its row and scored when its target
+    arrives (benchmarks look for this attribute)."""
 
     def __init__(
         self,
@@ -115,16 +168,49 @@ class StreamForecaster:
         ema_alpha: float = DEFAULT_ALPHA,
         metrics_every: int = 100,
         device: Device | None = None,
+        target_input: bool = True,
+        target_mode: str = "level",
         _learner: OnlineLearner | None = None,
         _initial: Params | None = None,
     ) -> None:
-        if int(horizon) < 1:
-            raise ConfigError(f"horizon must be >= 1, got {horizon}")
+        if isinstance(horizon, bool) or int(horizon) < 1:
+            raise ConfigError(f"--horizon must be a whole number >= 1, got {horizon}")
+        if target_mode not in TARGET_MODES:
+            raise ConfigError(f"--target-mode must be 'level' or 'delta', not {target_mode!r}")
         self.n_inputs = int(n_inputs)
-        self.horizon = int(horizon)
-        self.learner = _learner or OnlineLearner(
-            self.n_inputs, 1, n_hidden, config, seed=seed, dtype=dtype, device=device
-        )
+        if self.n_inputs < 1:
+            raise ConfigError(f"a stream needs at least one column, got {n_inputs}")
+        self.horizon = h = int(horizon)
+        self.target_input = bool(target_input)
+        self.target_mode = target_mode
+        n_in = self.n_inputs if self.target_input else self.n_inputs - 1
+        if n_in < 1:
+            raise ConfigError(
+                "--no-target-input needs at least one input column besides the target "
+                "(--columns); this stream has only the target"
+            )
+        if _learner is None:
+            delay = label_delay_for(h, device, config)
+            _learner = OnlineLearner(
+                n_in,
+                1,
+                n_hidden,
+                config,
+                seed=seed,
+                dtype=dtype,
+                device=device,
+                label_delay=delay,
+            )
+        elif _learner.label_delay not in (h, 0) or (_learner.label_delay == 0 and h != 1):
+            raise ConfigError(
+                f"a learner with label delay {_learner.label_delay} cannot forecast "
+                f"{h} rows ahead causally (it needs {h}, or 0 for horizon 1)"
+            )
+        if _learner.n_in != n_in:
+            raise ConfigError(f"the learner takes {_learner.n_in} inputs, the stream gives {n_in}")
+        self.learner = _learner
+        # 0: the step at row t runs on row t's input; 1: on row t-1's (no label delay).
+        self._lag = h - _learner.label_delay
         # A frozen twin of the initial network: same weights, never updated.
         ln = self.learner
         self.initial = OnlineLearner(
@@ -138,57 +224,132 @@ class StreamForecaster:
         )
         self.normalizer = RunningNormalizer(self.n_inputs, keep=-1)
         self.metrics = PrequentialMetrics(PREDICTORS, alpha=ema_alpha, every=metrics_every)
-        self._pend_z = np.empty((0, self.n_inputs))
-        self._pend_y = np.empty(0)
+        # The last min(rows, h) rows: their inputs, the target's location, scale and known
+        # level, and the forecasts made at them (model, persistence, initial; in units),
+        # waiting for their targets. NaN: not made yet (lag 1).
+        self._tail_u = np.empty((0, n_in))
+        self._tail_loc = np.empty(0)
+        self._tail_scale = np.empty(0)
+        self._tail_level = np.empty(0)
+        self._tail_fc = np.empty((0, len(PREDICTORS)))
         self.rows_seen = 0
+        self.carried_cells = 0
+        self.unlabelled_rows = 0
+
+    @property
+    def label_delay(self) -> int:
+        return self.learner.label_delay
 
     @property
     def steps(self) -> int:
-        """Learning steps taken (= rows seen minus the horizon's warm-up)."""
+        """Forecasts whose target row has arrived (= rows seen minus the horizon)."""
+        return max(self.rows_seen - self.horizon, 0)
+
+    @property
+    def scored(self) -> int:
+        """Forecasts scored: those whose target cell was not missing."""
         return self.metrics.steps
 
     def rows_for(self, steps: int) -> int:
         """Rows still needed to take ``steps`` more steps."""
-        return int(steps) + self.horizon - len(self._pend_y)
+        return int(steps) + self.horizon - len(self._tail_level)
 
     def learn_block(self, rows: np.ndarray) -> StreamStep:
-        """Predict, learn and score a block of rows (n, n_inputs), target last."""
+        """Forecast, learn and score a block of rows (n, n_inputs), target last; NaN cells
+        are missing."""
         X = np.ascontiguousarray(rows, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.n_inputs:
             raise DataError(f"rows must be shaped (n, {self.n_inputs}), got {X.shape}")
+        if np.isinf(X).any():
+            r, c = np.argwhere(np.isinf(X))[0]
+            raise DataError(
+                f"row {self.rows_seen + int(r)} of the stream, column {int(c)}: "
+                f"{X[r, c]} is not a finite number (NaN marks a missing cell)"
+            )
         K = len(PREDICTORS)
-        P, truth = np.empty((0, K)), np.empty(0)
-        snap = np.empty((0, len(self.metrics.columns)))
-        if X.shape[0] == 0:
-            return StreamStep(P, truth, snap)
-        Z, loc, scale = self.normalizer.update(X)
-        h, p = self.horizon, self._pend_y.shape[0]
-        Zc = np.concatenate([self._pend_z, Z])
-        yc = np.concatenate([self._pend_y, X[:, -1]])
-        m = yc.shape[0] - h
-        if m > 0:
-            dt = self.learner.dtype
-            U = Zc[:m].astype(dt)
-            res = self.learner.run(U, Zc[h:, -1:].astype(dt))
-            p_init = self.initial.predict(U, reset=False)
-            # Target rows are the block's rows h - p onwards (the pending rows are inputs).
-            lo, sc = loc[h - p :], scale[h - p :]
-            P = np.empty((m, K))
-            P[:, 0] = res.predictions[:, 0] * sc + lo
-            P[:, 1] = yc[:m]
-            P[:, 2] = p_init[:, 0] * sc + lo
-            truth = yc[h:]
-            snap = self.metrics.update(P, truth)
-        self._pend_z = Zc[-h:].copy()
-        self._pend_y = yc[-h:].copy()
-        self.rows_seen += X.shape[0]
+        n = X.shape[0]
+        if n == 0:
+            return StreamStep(
+                np.empty((0, K)), np.empty(0), np.empty((0, len(self.metrics.columns)))
+            )
+        h = self.horizon
+        norm = self.normalizer.update_carrying(X)
+        Z, loc, scale = norm.Z, norm.loc, norm.scale
+        missing = np.isnan(X)
+        truth_all = X[:, -1]
+        unlabelled = missing[:, -1]
+        self.carried_cells += int(missing[:, : self._n_in_cols].sum())
+        self.unlabelled_rows += int(unlabelled.sum())
+        # The target level known at each row: its value, carried, or (nothing known) the
+        # level that 0 in normalised units stands for.
+        level = np.where(np.isnan(norm.filled[:, -1]), loc, norm.filled[:, -1])
+        U = Z[:, : self._n_in_cols]
+
+        k = len(self._tail_level)
+        c_u = np.concatenate([self._tail_u, U])
+        c_loc = np.concatenate([self._tail_loc, loc])
+        c_scale = np.concatenate([self._tail_scale, scale])
+        c_level = np.concatenate([self._tail_level, level])
+        c_fc = np.concatenate([self._tail_fc, np.full((n, K), np.nan)])
+        # For each new row, the (concatenated) index of the row whose forecast it settles.
+        made_at = np.arange(k, k + n) - h
+
+        # The labels arriving with the new rows, in the learner's units.
+        if self.target_mode == "level":
+            Y = np.where(unlabelled, np.nan, Z[:, -1])
+        else:
+            Y = np.full(n, np.nan)
+            due = made_at >= 0
+            src = made_at[due]
+            Y[due] = (truth_all[due] - c_level[src]) / c_scale[src]
+        dt = self.learner.dtype
+        if self._lag == 0:
+            steps_at = np.arange(k, k + n)  # the row each step's forecast is made at
+            labels = Y
+        else:  # horizon 1, no label delay: the step at row t runs on row t-1's input
+            first = 1 if k == 0 else 0
+            steps_at = np.arange(k - 1 + first, k + n - 1)
+            labels = Y[first:]
+        if len(steps_at):
+            Ub = c_u[steps_at].astype(dt)
+            res = self.learner.run(Ub, labels[:, None].astype(dt))
+            p_model = res.predictions[:, 0].astype(np.float64)
+            p_init = self.initial.predict(Ub, reset=False)[:, 0].astype(np.float64)
+            sc, lv = c_scale[steps_at], c_level[steps_at]
+            base = c_loc[steps_at] if self.target_mode == "level" else lv
+            c_fc[steps_at, 0] = p_model * sc + base
+            c_fc[steps_at, 1] = lv
+            c_fc[steps_at, 2] = p_init * sc + base
+
+        scored = (made_at >= 0) & ~unlabelled
+        P = c_fc[made_at[scored]]
+        truth = truth_all[scored]
+        snap = self.metrics.update(P, truth)
+        keep = min(k + n, h)
+        self._tail_u = c_u[-keep:].copy()
+        self._tail_loc = c_loc[-keep:].copy()
+        self._tail_scale = c_scale[-keep:].copy()
+        self._tail_level = c_level[-keep:].copy()
+        self._tail_fc = c_fc[-keep:].copy()
+        self.rows_seen += n
         return StreamStep(P, truth, snap)
+
+    @property
+    def _n_in_cols(self) -> int:
+        return self.n_inputs if self.target_input else self.n_inputs - 1
 
     def summary(self) -> dict[str, Any]:
         mse, ema = self.metrics.mse(), self.metrics.ema_mse()
         return {
             "steps": self.steps,
+            "scored": self.scored,
             "rows": self.rows_seen,
+            "unlabelled_rows": self.unlabelled_rows,
+            "carried_cells": self.carried_cells,
+            "causal": self.CAUSAL,
+            "label_delay": self.label_delay,
+            "target_mode": self.target_mode,
+            "target_input": self.target_input,
             "mse": mse["model"],
             "ema_mse": ema["model"],
             "persistence_mse": mse["persistence"],
@@ -207,11 +368,18 @@ class StreamForecaster:
             "version": _VERSION,
             "horizon": self.horizon,
             "n_inputs": self.n_inputs,
+            "target_input": self.target_input,
+            "target_mode": self.target_mode,
             "rows_seen": self.rows_seen,
+            "carried_cells": self.carried_cells,
+            "unlabelled_rows": self.unlabelled_rows,
             "normalizer": self.normalizer.state(),
             "metrics": self.metrics.state(),
-            "pending_z": _pack(self._pend_z),
-            "pending_y": _pack(self._pend_y),
+            "pending_u": _pack(self._tail_u),
+            "pending_loc": _pack(self._tail_loc),
+            "pending_scale": _pack(self._tail_scale),
+            "pending_level": _pack(self._tail_level),
+            "pending_forecasts": _pack(self._tail_fc),
             "initial_params": {k: _pack(v) for k, v in self.initial.params.arrays().items()},
             "initial_xh_eval": _pack(self.initial.device.export_state()["xh_eval"]),
         }
@@ -234,8 +402,9 @@ class StreamForecaster:
             raise CheckpointError(f"{os.fspath(path)}: not a twinpass stream checkpoint")
         if s.get("version") != _VERSION:
             raise CheckpointError(
-                f"{os.fspath(path)}: stream checkpoint version {s.get('version')}, "
-                f"this twinpass reads {_VERSION}"
+                f"{os.fspath(path)}: stream checkpoint version {s.get('version')}, but this "
+                f"twinpass reads version {_VERSION} only (version 1 scored horizons > 1 with "
+                "label leakage and cannot be continued causally): start a new run"
             )
         try:
             metrics = PrequentialMetrics.from_state(s["metrics"])
@@ -244,6 +413,8 @@ class StreamForecaster:
                 horizon=int(s["horizon"]),
                 ema_alpha=metrics.alpha,
                 metrics_every=metrics.every,
+                target_input=bool(s["target_input"]),
+                target_mode=str(s["target_mode"]),
                 _learner=learner,
                 _initial=Params.from_arrays(
                     {k: _unpack(v) for k, v in s["initial_params"].items()}, learner.dtype
@@ -254,15 +425,22 @@ class StreamForecaster:
             self.initial.device.import_state(st)
             self.metrics = metrics
             self.normalizer = RunningNormalizer.from_state(s["normalizer"])
-            self._pend_z = _unpack(s["pending_z"])
-            self._pend_y = _unpack(s["pending_y"])
+            self._tail_u = _unpack(s["pending_u"])
+            self._tail_loc = _unpack(s["pending_loc"])
+            self._tail_scale = _unpack(s["pending_scale"])
+            self._tail_level = _unpack(s["pending_level"])
+            self._tail_fc = _unpack(s["pending_forecasts"])
             self.rows_seen = int(s["rows_seen"])
+            self.carried_cells = int(s["carried_cells"])
+            self.unlabelled_rows = int(s["unlabelled_rows"])
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise CheckpointError(f"{os.fspath(path)}: inconsistent stream checkpoint ({e})") from e
-        if self.metrics.steps != learner.steps:
+        expected = max(self.rows_seen - self._lag, 0)
+        if learner.steps != expected or len(self._tail_level) != min(self.rows_seen, self.horizon):
             raise CheckpointError(
-                f"{os.fspath(path)}: inconsistent stream checkpoint (metrics at step "
-                f"{self.metrics.steps}, learner at {learner.steps})"
+                f"{os.fspath(path)}: inconsistent stream checkpoint ({self.rows_seen} rows "
+                f"seen, learner at step {learner.steps}, {len(self._tail_level)} pending "
+                "forecasts)"
             )
         return self, dict(user.get("run", {}))
 
