@@ -1,9 +1,10 @@
 """``twinpass stream``: continual learning from a live stream of sensor readings.
 
 The network keeps learning, in constant memory, from the built-in Mackey-Glass generator,
-a CSV file, stdin or a serial port, predicting a target column ``--horizon`` rows ahead;
-every prediction is scored before it is learned from, against a persistence baseline and
-the frozen initial network. See :mod:`twinpass.runtime.streaming` for the framing.
+a CSV file, stdin or a serial port, predicting a target column ``--horizon`` rows ahead.
+Every forecast is made from what was known at the row it was made at, and scored when its
+target arrives, against a persistence baseline and the frozen initial network. See
+:mod:`twinpass.runtime.streaming` for the framing.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from twinpass.runtime.sources import open_source, parse_source_spec
 from twinpass.runtime.streaming import (
     CHUNK,
     PREDICTORS,
+    TARGET_MODES,
     StreamForecaster,
     StreamSession,
     stop_on_signals,
@@ -70,6 +72,21 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
 )
 @click.option("--target", default=None, help="Column to predict (needed if several are numeric).")
 @click.option("--horizon", type=click.IntRange(1), default=1, show_default=True, help="Rows ahead.")
+@click.option(
+    "--target-input/--no-target-input",
+    default=True,
+    show_default=True,
+    help="Whether the target's own value is an input; --no-target-input learns from the "
+    "other columns only (an exogenous model, NARMA10's u -> y). Persistence is still scored.",
+)
+@click.option(
+    "--target-mode",
+    type=click.Choice(TARGET_MODES),
+    default="level",
+    show_default=True,
+    help="level: learn the target's standardised value; delta: learn its change over the "
+    "horizon (persistence is the zero forecast), mapped back to levels for scoring.",
+)
 @device_options
 @rule_options
 @click.option(
@@ -115,8 +132,9 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
     type=click.Choice(BAD_ROW_POLICIES),
     default="error",
     show_default=True,
-    help="A malformed row stops with an error naming file, line and column, or is skipped "
-    "and counted.",
+    help="A malformed row (text in a numeric field, a wrong number of fields) stops with an "
+    "error naming file, line and column, or is skipped and counted. An empty field is not "
+    "malformed: a missing input carries its last value, a missing target is not learned.",
 )
 @click.option(
     "--max-steps",
@@ -149,6 +167,8 @@ def stream(
     columns: list[str] | None,
     target: str | None,
     horizon: int,
+    target_input: bool,
+    target_mode: str,
     device: str,
     noise_scale: float | None,
     analog_update: str | None,
@@ -170,10 +190,13 @@ def stream(
 ) -> None:
     """Learn continually from a stream, predicting a column HORIZON rows ahead.
 
-    Each row is predicted before it is learned from (prequential evaluation); the running
-    MSE and its exponential moving average are shown for the model, for persistence (the
-    last known target value) and for the frozen initial network. Inputs and target are
-    standardised online from past rows only.
+    At each row the network forecasts the target HORIZON rows ahead from what is known at
+    that row (weights learned from targets up to it, inputs up to it); the forecast is
+    scored when its target arrives (causal prequential evaluation). The running MSE and
+    its exponential moving average are shown for the model, for persistence (the last
+    known target value) and for the frozen initial network. Inputs and target are
+    standardised online from past rows only. Empty cells: a missing input carries its
+    last value, a missing target is forecast but not learned or scored (both counted).
 
     \b
     Examples:
@@ -229,6 +252,7 @@ def stream(
         saved = run_meta.get("config", {})
         source_state = run_meta.get("source")
         _check_resume(ctx, saved, source, columns, target, horizon, hidden, seed, dtype, config)
+        _check_resume_target(ctx, forecaster, target_input, target_mode)
         _check_resume_metrics(ctx, saved, metrics_every)
         if not is_explicit(ctx, "source"):
             source = saved["source"]
@@ -270,6 +294,8 @@ def stream(
                     ema_alpha=DEFAULT_ALPHA,
                     metrics_every=metrics_every,
                     device=dev,
+                    target_input=target_input,
+                    target_mode=target_mode,
                 )
             elif len(cols) != forecaster.n_inputs:  # pragma: no cover - layout is saved
                 raise click.UsageError("the checkpoint's columns do not match the source")
@@ -281,6 +307,9 @@ def stream(
                 "target": cols[-1],
                 "non_numeric_columns": src.non_numeric,
                 "horizon": forecaster.horizon,
+                "target_input": forecaster.target_input,
+                "target_mode": forecaster.target_mode,
+                "label_delay": learner.label_delay,
                 "hidden": learner.n_hidden,
                 "seed": learner.seed,
                 "dtype": learner.dtype,
@@ -295,7 +324,8 @@ def stream(
                 MetricsLog(
                     metrics_out,
                     forecaster.metrics.columns,
-                    resume_step=forecaster.steps if resuming else None,
+                    # Its rows count scored forecasts.
+                    resume_step=forecaster.scored if resuming else None,
                 )
                 if metrics_out is not None
                 else None
@@ -342,6 +372,7 @@ def stream(
         "source": src.name,
         "columns": cols[:-1],
         "target": cols[-1],
+        "inputs": cols if forecaster.target_input else cols[:-1],
         "horizon": forecaster.horizon,
         "non_numeric_columns": src.non_numeric,
         "checkpoint": checkpoint,
@@ -367,8 +398,8 @@ class _Progress:
 
 def _status(f: StreamForecaster) -> str:
     ema = f.metrics.ema_mse()
-    if f.steps == 0:
-        return "waiting for rows"
+    if f.scored == 0:
+        return "waiting for rows" if f.steps == 0 else f"step {f.steps:,}  nothing scored yet"
     return (
         f"step {f.steps:,}  EMA MSE: model {ema['model']:.3g}  persistence "
         f"{ema['persistence']:.3g}  initial {ema['initial']:.3g}"
@@ -385,10 +416,14 @@ def _intro(
 ) -> None:
     ln = f.learner
     cols = src.columns
-    inputs = ", ".join(cols[:-1]) or "none besides the target"
+    if f.target_input:
+        inputs = "other inputs: " + (", ".join(cols[:-1]) or "none besides the target")
+    else:
+        inputs = "inputs: " + ", ".join(cols[:-1]) + " (not the target)"
+    mode = "; learning its change (delta)" if f.target_mode == "delta" else ""
     report.line(
         f"{ln.config.name} N={ln.n_hidden} on {src.name}: predicting {cols[-1]!r} "
-        f"{f.horizon} row{'s' if f.horizon > 1 else ''} ahead; other inputs: {inputs}; "
+        f"{f.horizon} row{'s' if f.horizon > 1 else ''} ahead{mode}; {inputs}; "
         f"lr={ln.config.lr:g}, seed={ln.seed}, device {ln.device.info().name}",
     )
     if src.non_numeric:
@@ -411,9 +446,11 @@ def _summarise(report: Reporter, s: dict[str, Any], rule_name: str, hidden: int)
         "initial": ("initial_model_mse", "initial_model_ema_mse"),
     }
     rows = [[names[p], s[keys[p][0]], s[keys[p][1]]] for p in PREDICTORS]
+    h = s["horizon"]
     title = (
-        f"{s['steps']:,} steps on {s['source']}: predicting {s['target']!r} "
-        f"{s['horizon']} ahead (MSE in the target's units)"
+        f"{s['scored']:,} forecasts of {s['target']!r} {h} row{'s' if h > 1 else ''} ahead on "
+        f"{s['source']}, each made at row t from rows up to t and scored at row t+{h} "
+        "(MSE in the target's units)"
     )
     report.table(
         title,
@@ -422,7 +459,9 @@ def _summarise(report: Reporter, s: dict[str, Any], rule_name: str, hidden: int)
     )
     rate = f"{s['steps_per_s']:,.0f} steps/s" if s["steps_per_s"] else "-"
     report.line(
-        f"{s['steps']:,} steps from {s['rows']:,} rows, {s['skipped_rows']:,} skipped; "
+        f"{s['rows']:,} rows: {s['steps']:,} forecasts due, {s['scored']:,} scored, "
+        f"{s['unlabelled_rows']:,} rows with the target missing (not learned), "
+        f"{s['carried_cells']:,} input cells carried, {s['skipped_rows']:,} rows skipped; "
         f"this run: {s['steps_this_run']:,} steps in {s['wall_s']:.1f} s ({rate})",
     )
     if s["non_numeric_columns"]:
@@ -485,6 +524,22 @@ def _check_resume(
     rule_given = any(is_explicit(ctx, k) for k in RULE_OPTION_NAMES)
     if rule_given and config.to_dict() != saved.get("rule"):
         clashes.append(f"the rule {saved.get('rule_name')} with {saved.get('rule')}")
+    if clashes:
+        raise click.UsageError(
+            "the checkpoint was made with " + "; ".join(clashes) + ": drop the clashing "
+            "options to continue it, or start a new run with another --checkpoint"
+        )
+
+
+def _check_resume_target(
+    ctx: click.Context, f: StreamForecaster, target_input: bool, target_mode: str
+) -> None:
+    """--target-input and --target-mode given again on --resume must be the checkpoint's."""
+    clashes = []
+    if is_explicit(ctx, "target_input") and target_input != f.target_input:
+        clashes.append("--target-input" if f.target_input else "--no-target-input")
+    if is_explicit(ctx, "target_mode") and target_mode != f.target_mode:
+        clashes.append(f"--target-mode {f.target_mode}")
     if clashes:
         raise click.UsageError(
             "the checkpoint was made with " + "; ".join(clashes) + ": drop the clashing "
