@@ -338,12 +338,13 @@ def test_bad_rows_skipped_and_reported(tmp_path) -> None:
     result = _bad(tmp_path, text, "--target", "t", "--on-bad-row", "skip", "--json-out",
                   str(tmp_path / "r.json"))  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "skipped rows at lines 7, 11, 22 (line 7: column 'x': not a number: 'oops')" in (
+    assert "skipped rows at lines 7, 11 (line 7: column 'x': not a number: 'oops')" in (
         result.output
     )
     r = _json(tmp_path / "r.json")
-    assert r["skipped_rows"] == 3 and r["steps"] == 36
-    assert [s["line"] for s in r["skipped_first"]] == [7, 11, 22]
+    # The empty field on line 22 is a missing cell, not a bad row: carried.
+    assert r["skipped_rows"] == 2 and r["steps"] == 37 and r["carried_cells"] == 1
+    assert [s["line"] for s in r["skipped_first"]] == [7, 11]
 
 
 def test_a_bad_row_is_checkpointed_up_to_and_resumed_after_a_fix(tmp_path) -> None:
@@ -409,5 +410,176 @@ def test_checkpoint_is_never_overwritten_by_a_new_run(tmp_path) -> None:
 
 
 def test_divergence_is_an_error(tmp_path) -> None:
-    result = _stream("--lr", "100", "--max-steps", "3000", "-q")
+    # The paper's readout, uncapped, at a learning rate far too large.
+    result = _stream(
+        "--readout", "anp", "--no-output-cap", "--lr", "100", "--max-steps", "3000", "-q"
+    )
     assert result.exit_code == 1 and "ANP diverged at step" in result.stderr
+
+
+# -- causal forecasts and the stream options (by subprocess, on real CSV files) ------------
+
+
+def _run_cli(tmp_path: Path, *args: str, json_name: str = "r.json") -> tuple[dict, str]:
+    proc = subprocess.run(
+        [*_twinpass(), "stream", *args, "--json-out", str(tmp_path / json_name)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return _json(tmp_path / json_name), proc.stdout
+
+
+def _narma10_csv(path: Path, rows: int = 4000) -> Path:
+    g = np.random.default_rng(3)
+    u = g.uniform(0.0, 0.5, rows)
+    y = np.zeros(rows)
+    for t in range(9, rows - 1):
+        y[t + 1] = 0.3 * y[t] + 0.05 * y[t] * y[t - 9 : t + 1].sum() + 1.5 * u[t - 9] * u[t] + 0.1
+    path.write_text(
+        "u,y\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(u, y, strict=True))
+    )
+    return path
+
+
+RLS_FAST = ["--readout", "rls", "--leak", "0.3", "--readout-inputs", "--forgetting", "0.98"]
+
+
+def test_no_target_input_learns_narma10_from_u_alone(tmp_path) -> None:
+    data = _narma10_csv(tmp_path / "narma.csv")
+    r, out = _run_cli(
+        tmp_path, "--source", f"csv:{data}", "--target", "y", "--no-target-input", "--hidden", "50"
+    )
+    assert "inputs: u (not the target)" in out
+    assert r["inputs"] == ["u"] and r["config"]["target_input"] is False
+    assert r["steps"] == r["scored"] == 3999 and r["persistence_mse"] is not None
+    assert r["mse"] < r["initial_model_mse"]
+    # The target is the only column: nothing would be left to learn from.
+    only = tmp_path / "one.csv"
+    only.write_text("y\n" + "".join(f"{i}\n" for i in range(20)))
+    proc = subprocess.run(
+        [*_twinpass(), "stream", "--source", f"csv:{only}", "--no-target-input", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert "--no-target-input needs at least one input column besides the target" in proc.stderr
+
+
+def test_delta_target_makes_persistence_the_zero_forecast(tmp_path) -> None:
+    """An RLS readout starts at zero: the frozen initial network forecasts no change, so in
+    delta mode it scores exactly as persistence; the model learns the change."""
+    data = _sensor_csv(tmp_path / "s.csv")
+    common = ["--source", f"csv:{data}", "--target", "temp", "--hidden", "40", *RLS_FAST]
+    r, out = _run_cli(tmp_path, *common, "--horizon", "6", "--target-mode", "delta")
+    assert "learning its change (delta)" in out
+    assert r["target_mode"] == "delta" and r["label_delay"] == 6
+    assert r["initial_model_mse"] == r["persistence_mse"]
+    assert r["ema_mse"] < r["persistence_ema_mse"] / 2
+    level, _ = _run_cli(tmp_path, *common, "--horizon", "6", json_name="level.json")
+    assert level["target_mode"] == "level" and level["initial_model_mse"] != level["mse"]
+
+
+def _holey_csv(path: Path, rows: int = 2000) -> Path:
+    """Sensor rows with empty cells: inputs, targets, a whole row, the very first cells."""
+    y = 20.0 + 5.0 * MackeyGlassStream(seed=2).next(rows)
+    g = np.random.default_rng(1)
+    lines = ["date,temp,hum"]
+    for i, v in enumerate(y):
+        temp = "" if i in (300, 301, 900) or i == 1500 else repr(float(v))
+        hum = "" if i in (0, 1, 400, 1200) or i == 1500 else f"{50 + float(g.normal()):.4f}"
+        lines.append(f"d{i},{temp},{hum}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_missing_cells_are_carried_and_counted(tmp_path) -> None:
+    data = _holey_csv(tmp_path / "h.csv")
+    args = ["--target", "temp", "--hidden", "30", "--horizon", "3"]
+    r, out = _run_cli(tmp_path, "--source", f"csv:{data}", *args)
+    # Inputs hum (5 empty) and temp itself (4 empty); targets: 4 rows.
+    assert r["carried_cells"] == 9 and r["unlabelled_rows"] == 4 and r["skipped_rows"] == 0
+    assert r["rows"] == 2000 and r["steps"] == 1997 and r["scored"] == 1993
+    assert "4 rows with the target missing (not learned), 9 input cells carried" in out
+    assert "1,993 forecasts of 'temp' 3 rows ahead" in out
+    assert np.isfinite([r["mse"], r["persistence_mse"], r["initial_model_mse"]]).all()
+    # stdin reads the same cells: the same results.
+    with open(data, "rb") as stdin:
+        proc = subprocess.run(
+            [*_twinpass(), "stream", "--source", "-", *args, "--json-out", "p.json"],
+            stdin=stdin,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=300,
+        )
+    assert proc.returncode == 0, proc.stderr
+    p = _json(tmp_path / "p.json")
+    for k in ("mse", "ema_mse", "persistence_mse", "carried_cells", "unlabelled_rows", "scored"):
+        assert p[k] == r[k], k
+    # Without the target as an input its empty cells are not carried inputs.
+    off, _ = _run_cli(
+        tmp_path, "--source", f"csv:{data}", *args, "--no-target-input", json_name="o.json"
+    )
+    assert off["carried_cells"] == 5 and off["unlabelled_rows"] == 4
+
+
+def test_no_forecast_beats_persistence_on_a_random_walk(tmp_path) -> None:
+    """A leak detector. On a random walk nothing known at row t predicts y[t+h] better than
+    y[t]. A forecast of y[t] made at row t from weights that learned y[t-h+1..t-1] (the
+    leak of the former framing) scored about half of persistence's MSE with this fast RLS
+    readout; a causal one cannot beat it."""
+    g = np.random.default_rng(0)
+    n = 6000
+    walk = np.cumsum(g.normal(size=n))
+    noise = g.normal(size=n)
+    data = tmp_path / "walk.csv"
+    data.write_text(
+        "x,y\n" + "".join(f"{float(a)!r},{float(b)!r}\n" for a, b in zip(noise, walk, strict=True))
+    )
+    r, out = _run_cli(
+        tmp_path, "--source", f"csv:{data}", "--target", "y", "--horizon", "10",
+        "--hidden", "50", *RLS_FAST,
+    )  # fmt: skip
+    assert r["causal"] is True and r["label_delay"] == 10 and r["scored"] == n - 10
+    assert "each made at row t from rows up to t and scored at row t+10" in out
+    assert r["mse"] > 0.8 * r["persistence_mse"]
+
+
+def test_resume_with_a_long_horizon_is_bit_identical(tmp_path) -> None:
+    data = _holey_csv(tmp_path / "h.csv")
+    common = ["--source", f"csv:{data}", "--target", "temp", "--hidden", "30", "--horizon", "5"]
+    common += ["--target-mode", "delta", "--checkpoint-every", "600", "--metrics-every", "50"]
+
+    def run(name: str, *extra: str) -> None:
+        proc = subprocess.run(
+            [*_twinpass(), "stream", *common, "-q", "--checkpoint", f"{name}.ckpt",
+             "--metrics-out", f"{name}.csv", "--json-out", f"{name}.json", *extra],
+            capture_output=True, text=True, cwd=tmp_path, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+
+    run("full")
+    run("cut", "--max-steps", "1000")  # stops with 5 forecasts pending
+    run("cut", "--resume", "--chunk-size", "97")
+    full = StreamForecaster.load(tmp_path / "full.ckpt")[0]
+    cut = StreamForecaster.load(tmp_path / "cut.ckpt")[0]
+    assert cut.steps == full.steps == 1995 and cut.state() == full.state()
+    for a, b in zip(full.learner.params.astuple(), cut.learner.params.astuple(), strict=True):
+        assert a.tobytes() == b.tobytes()
+    assert (tmp_path / "cut.csv").read_bytes() == (tmp_path / "full.csv").read_bytes()
+    j, f = _json(tmp_path / "cut.json"), _json(tmp_path / "full.json")
+    assert {k: v for k, v in j.items() if k not in VOLATILE} == {
+        k: v for k, v in f.items() if k not in VOLATILE
+    }
+    assert j["unlabelled_rows"] == 4 and j["carried_cells"] == 9
+    # Given again on --resume, another target mode is refused.
+    proc = subprocess.run(
+        [*_twinpass(), "stream", *common, "--target-mode", "level", "--checkpoint", "cut.ckpt",
+         "--resume"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "made with --target-mode delta" in proc.stderr

@@ -42,7 +42,8 @@ def _same_bits(a: StreamForecaster, b: StreamForecaster) -> bool:
         all(x.tobytes() == y.tobytes() for x, y in zip(pa, pb, strict=True))
         and a.metrics.state() == b.metrics.state()
         and a.normalizer.state() == b.normalizer.state()
-        and a.state()["pending_z"] == b.state()["pending_z"]
+        and a.state()["pending_u"] == b.state()["pending_u"]
+        and a.state()["pending_forecasts"] == b.state()["pending_forecasts"]
         and a.state()["initial_xh_eval"] == b.state()["initial_xh_eval"]
     )
 
@@ -51,8 +52,16 @@ def _forecaster(**kw) -> StreamForecaster:
     return StreamForecaster(3, n_hidden=kw.pop("n_hidden", 20), metrics_every=10, **kw)
 
 
+def _stats_before(X: np.ndarray, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample standard deviation of the rows before row t (0 and 1 at first)."""
+    past = X[:t]
+    mu = past.mean(axis=0) if t else np.zeros(X.shape[1])
+    sd = past.std(axis=0, ddof=1) if t >= 2 else np.ones(X.shape[1])
+    return mu, sd
+
+
 @pytest.mark.parametrize("h", [1, 3])
-def test_prediction_for_row_t_sees_nothing_of_row_t(h: int) -> None:
+def test_forecast_made_at_row_t_sees_nothing_after_row_t(h: int) -> None:
     X = _rows(300)
     k = 200
     Y = X.copy()
@@ -60,35 +69,55 @@ def test_prediction_for_row_t_sees_nothing_of_row_t(h: int) -> None:
     a, b = _forecaster(horizon=h), _forecaster(horizon=h)
     Pa, ta, _ = _feed(a, X, [])
     Pb, tb, _ = _feed(b, Y, [])
-    i = k - h  # step index whose target is row k
-    assert ta[i] != tb[i]
-    # Model and both baselines predicted row k identically: it was not known yet.
-    assert Pa[: i + 1].tobytes() == Pb[: i + 1].tobytes()
-    # Row k's target was learned from at that step: the next prediction differs.
-    assert not np.array_equal(Pa[i + 1, 0], Pb[i + 1, 0])
+    # Scored forecast i was made at row i and settled by row i + h.
+    assert ta[k - h] != tb[k - h]
+    # Every forecast made before row k is the same bits, though some are scored after it.
+    assert Pa[:k].tobytes() == Pb[:k].tobytes()
+    # The forecast made at row k differs: it steps on row k's inputs.
+    assert not np.array_equal(Pa[k, 0], Pb[k, 0])
+
+
+@pytest.mark.parametrize("h", [1, 4])
+def test_labels_after_row_t_do_not_reach_its_forecast(h: int) -> None:
+    """Label leakage: the forecast made at row t from weights that learned y[t+1..]."""
+    X = _rows(300)
+    t = 150
+    Y = X.copy()
+    Y[t + 1 : t + h + 1, -1] += 7.0  # the targets of rows after t only
+    a = _forecaster(horizon=h, target_input=False)
+    b = _forecaster(horizon=h, target_input=False)
+    Pa, _, _ = _feed(a, X, [])
+    Pb, _, _ = _feed(b, Y, [47])
+    assert Pa[: t + 1, 0].tobytes() == Pb[: t + 1, 0].tobytes()
+    # The label of row t+1 is learned before the forecast at row t+1: that one differs.
+    assert Pa[t + 1, 0] != Pb[t + 1, 0]
+    # And the label of row t itself was learned before the forecast made at row t.
+    c = _forecaster(horizon=h, target_input=False)
+    W = X.copy()
+    W[t, -1] += 7.0
+    Pc, _, _ = _feed(c, W, [])
+    assert Pa[:t, 0].tobytes() == Pc[:t, 0].tobytes() and Pa[t, 0] != Pc[t, 0]
 
 
 def test_baselines_and_warmup() -> None:
     h = 4
     X = _rows(200)
     f = _forecaster(horizon=h)
+    assert f.CAUSAL is True and f.learner.label_delay == h
     assert f.rows_for(10) == 10 + h
-    P, truth, _ = _feed(f, X, [2, 3, 50])  # the first blocks are all warm-up
-    assert f.steps == 200 - h and f.rows_seen == 200 and f.rows_for(1) == 1
+    P, truth, _ = _feed(f, X, [2, 3, 50])  # the first blocks have no forecast due
+    assert f.steps == f.scored == 200 - h and f.rows_seen == 200 and f.rows_for(1) == 1
+    assert f.learner.steps == 200  # one step per row
     np.testing.assert_array_equal(truth, X[h:, -1])
-    np.testing.assert_array_equal(P[:, 1], X[:-h, -1])  # persistence: y[t-h]
+    np.testing.assert_array_equal(P[:, 1], X[:-h, -1])  # persistence: y[t] for y[t+h]
     # The frozen initial model: the initial network's outputs on the same normalised
-    # inputs, mapped back with the target's running statistics.
+    # inputs, mapped back with the statistics of the row the forecast was made at.
     init = OnlineLearner(3, 1, 20, seed=0)
-    Z = np.empty_like(X)
-    for t in range(len(X)):
-        past = X[:t]
-        mu = past.mean(axis=0) if t else np.zeros(3)
-        sd = past.std(axis=0, ddof=1) if t >= 2 else np.ones(3)
-        Z[t] = (X[t] - mu) / sd
+    stats = [_stats_before(X, t) for t in range(len(X))]
+    Z = np.array([(X[t] - mu) / sd for t, (mu, sd) in enumerate(stats)])
     raw = init.predict(Z[:-h].astype(np.float32))[:, 0].astype(np.float64)
-    mu_t = np.array([X[:t, -1].mean() for t in range(h, len(X))])
-    sd_t = np.array([X[:t, -1].std(ddof=1) for t in range(h, len(X))])
+    mu_t = np.array([stats[t][0][-1] for t in range(len(X) - h)])
+    sd_t = np.array([stats[t][1][-1] for t in range(len(X) - h)])
     np.testing.assert_allclose(P[:, 2], raw * sd_t + mu_t, rtol=1e-5, atol=1e-6)
     summary = f.summary()
     assert summary["persistence_mse"] == pytest.approx(np.mean((X[h:, -1] - X[:-h, -1]) ** 2))
@@ -120,7 +149,7 @@ def test_resume_from_checkpoint_is_bit_identical(tmp_path) -> None:
     assert _same_bits(whole, again)
     # The learner's own loader reads the same file (the stream state is metadata).
     learner, user = OnlineLearner.load(tmp_path / "c.ckpt")
-    assert learner.steps == 697 and "stream" in user
+    assert learner.steps == 700 and "stream" in user  # a step per row
 
 
 def test_load_rejects_a_plain_learner_checkpoint(tmp_path) -> None:
@@ -162,6 +191,7 @@ def test_checkpoints_fall_exactly_every_k_steps(tmp_path) -> None:
     out = session.run()
     assert out.stopped_by == "max-steps" and f.steps == 3500
     assert session.saves == [1000, 2000, 3000, 3500]
+    assert f.learner.steps == 3502  # the forecasts of the last 2 rows are still pending
     assert StreamForecaster.load(tmp_path / "s.ckpt")[0].steps == 3500
 
 

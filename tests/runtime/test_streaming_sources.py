@@ -96,7 +96,7 @@ def test_header_and_column_errors(tmp_path, text: str, kw: dict, message: str) -
 
 BAD_ROWS = [
     ("a,b\n1,2\n3,x\n5,6\n", r"d.csv:3: column 'b': not a number: 'x'"),
-    ("a,b\n1,2\n3,\n5,6\n", r"d.csv:3: column 'b': empty field"),
+    ("a,b\n1,2\n3,NaN\n5,6\n", r"d.csv:3: column 'b': 'NaN' is not a finite number"),
     ("a,b\n1,2\n3,nan\n5,6\n", r"d.csv:3: column 'b': 'nan' is not a finite number"),
     ("a,b\n1,2\n3,-inf\n5,6\n", r"d.csv:3: column 'b': '-inf' is not a finite number"),
     ("a,b\n1,2\n3,4,5\n5,6\n", r"d.csv:3: expected 2 fields as in the header, found 3"),
@@ -125,6 +125,38 @@ def test_bad_rows_can_be_skipped_and_counted(tmp_path, text: str, message: str) 
     line = int(message.split(":")[1])
     assert src.first_skipped[0][0] == line
     assert message.split(": ", 1)[1] == src.first_skipped[0][1]
+
+
+@pytest.mark.parametrize("policy", ["error", "skip"])
+def test_empty_fields_are_missing_cells_not_bad_rows(tmp_path, policy: str) -> None:
+    """An empty field is NaN (missing) on the fast and the slow path alike; text next to
+    it is still a bad row."""
+    text = "a,b,c\n1,2,3\n,5,6\n7,  ,9\n10,11,\n,,\n13,14,15\n"
+    src = open_source(_csv(tmp_path, text), target="c", on_bad_row=policy)
+    nan = np.nan
+    want = [[1, 2, 3], [nan, 5, 6], [7, nan, 9], [10, 11, nan], [nan, nan, nan], [13, 14, 15]]
+    np.testing.assert_array_equal(_read_all(src), want)
+    assert src.skipped == 0
+    mixed = open_source(_csv(tmp_path, text + "16,x,\n", "m.csv"), target="c", on_bad_row=policy)
+    assert mixed.start()
+    block = mixed.read(100)
+    np.testing.assert_array_equal(block.values, want)
+    if policy == "error":
+        assert str(block.error) == f"{mixed.name}:8: column 'b': not a number: 'x'"
+    else:
+        assert mixed.skipped == 1 and block.error is None
+
+
+def test_missing_cells_through_stdin(tmp_path) -> None:
+    from twinpass.runtime.csv_rows import RowParser
+    from twinpass.runtime.sources import StdinSource
+
+    r, w = os.pipe()
+    os.write(w, b"t,u\n1,10\n,20\n3,\n")
+    os.close(w)
+    with os.fdopen(r, "rb", buffering=0) as stream:
+        src = StdinSource(RowParser("<stdin>", target="t"), stream)
+        np.testing.assert_array_equal(_read_all(src), [[10, 1], [20, np.nan], [np.nan, 3]])
 
 
 def test_skips_report_the_first_ten_lines_and_count_all(tmp_path) -> None:
