@@ -437,7 +437,7 @@ def _intro(
 def _summarise(report: Reporter, s: dict[str, Any], rule_name: str, hidden: int) -> None:
     names = {
         "model": f"model ({rule_name}, N={hidden})",
-        "persistence": f"persistence (y at t-{s['horizon']})",
+        "persistence": "persistence (y at row t)",
         "initial": "initial model (frozen)",
     }
     keys = {

@@ -229,7 +229,7 @@ def test_live_view_on_a_terminal(tmp_path) -> None:
     assert proc.wait(timeout=60) == 0
     text = out.decode("utf-8", "replace")
     assert "learning" in text and "3000/3000" in text  # rich's progress bar
-    assert "┏" in text and "persistence (y at t-1)" in text  # rich's table, markup intact
+    assert "┏" in text and "persistence (y at row t)" in text  # rich's table, markup intact
 
 
 # -- in process ---------------------------------------------------------------------------
