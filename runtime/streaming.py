@@ -25,7 +25,8 @@ Framing, strictly causal for every horizon h, for data row t (0-based):
   normalised units before the column has one), counted in ``carried_cells``; a row whose
   target cell is missing is still stepped on and forecast from, but the forecast due at it
   is neither learned from nor scored (``unlabelled_rows``). y[t] for persistence and delta
-  mode is the last known target value.
+  mode is the last known target value. Learners that cannot leave a step unlearned (the BP
+  rule, devices without a label delay) stop with a DataError at a missing target.
 - A device that holds no label delay (or the WP and BP rules) learns horizon 1 by pairing
   the input of row t-1 with the target of row t, the same order of operations; a longer
   horizon on it is refused.
@@ -211,6 +212,10 @@ class StreamForecaster:
         self.learner = _learner
         # 0: the step at row t runs on row t's input; 1: on row t-1's (no label delay).
         self._lag = h - _learner.label_delay
+        # Whether the learner can leave a step unlearned (a NaN label): the host's
+        # perturbation kernels can; BP and devices that hold no label delay cannot.
+        most = _learner.device.info().max_label_delay
+        self._skips_labels = _learner.config.rule != "bp" and (most is None or most > 0)
         # A frozen twin of the initial network: same weights, never updated.
         ln = self.learner
         self.initial = OnlineLearner(
@@ -273,6 +278,15 @@ class StreamForecaster:
                 np.empty((0, K)), np.empty(0), np.empty((0, len(self.metrics.columns)))
             )
         h = self.horizon
+        if not self._skips_labels and np.isnan(X[:, -1]).any():
+            r = int(np.flatnonzero(np.isnan(X[:, -1]))[0])
+            ln = self.learner
+            raise DataError(
+                f"data row {self.rows_seen + r} of the stream (counted from 0): the target "
+                f"cell is missing, and the {ln.device.info().name} device with the "
+                f"{ln.config.rule} rule cannot leave a step unlearned; fill the cell, or "
+                "learn on the host with the anp, np or wp rule"
+            )
         norm = self.normalizer.update_carrying(X)
         Z, loc, scale = norm.Z, norm.loc, norm.scale
         missing = np.isnan(X)
@@ -578,7 +592,11 @@ class StreamSession:
                 reason = getattr(stop, "reason", None) or "stop requested"
                 break
             block = self.source.read(self._rows_wanted(), stop)
-            learned = f.learn_block(block.values)
+            try:
+                learned = f.learn_block(block.values)
+            except DataError as e:
+                # Nothing of the block was learned; the last checkpoint stays consistent.
+                raise DataError(f"{self.source.name}: {e}") from None
             if self.metrics_log is not None:
                 self.metrics_log.write(learned.metric_rows)
             if block.error is not None:

@@ -583,3 +583,14 @@ def test_resume_with_a_long_horizon_is_bit_identical(tmp_path) -> None:
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2 and "made with --target-mode delta" in proc.stderr
+
+
+def test_a_learner_that_cannot_skip_a_label_stops_at_a_missing_target(tmp_path) -> None:
+    text = "t,x\n" + "".join(f"{'' if i == 30 else i},{i % 7}\n" for i in range(60))
+    result = _bad(tmp_path, text, "--target", "t", "--rule", "bp", "-q")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        f"Error: {tmp_path / 'd.csv'}: data row 30 of the stream (counted from 0): the target "
+        "cell is missing, and the host device with the bp rule cannot leave a step unlearned; "
+        "fill the cell, or learn on the host with the anp, np or wp rule\n"
+    )
