@@ -133,6 +133,7 @@ class HostDevice:
                 int(self._rule.get("bptt_window", 1)),
                 self.dtype,
                 adam=self._rule.get("optimizer", "sgd") == "adam",
+                n_features=dims.n_features,
             )
 
     def read_model(self) -> dict[str, np.ndarray]:
@@ -179,6 +180,10 @@ class HostDevice:
                 self._bufs,
                 lr=float(r["lr"]),
                 optimizer=r.get("optimizer", "sgd"),
+                # A rule without these fields predates them: its BP was sliding, unclipped.
+                mode=r.get("bptt_mode", "sliding"),
+                clip=r.get("clip"),
+                leak=float(r.get("leak", 1.0)),
                 decor_eps=float(r.get("eps", 0.0)) if self._decor else 0.0,
             )
             return StepResult(pred, loss1, loss1.copy(), applied)

@@ -56,6 +56,7 @@ class RuleConfig:
     lr, sigma: learning rate and perturbation standard deviation.
     bptt_window: K of truncated BPTT (1 = the reference's one-step BP); ``bp`` only.
     optimizer: ``sgd`` or ``adam``; Adam is offered for ``bp`` only, as in the reference.
+    None (default) means ``adam`` for ``bp`` (its baseline optimiser) and ``sgd`` otherwise.
     two_noisy_passes: perturb both replicas (the noise of an analog substrate); the update
     then uses only measured activities. ANP and NP only.
     resync_every: copy replica 1's hidden state into replica 2 every k steps (0: never).
@@ -96,7 +97,7 @@ class RuleConfig:
     sigma: float = 1e-3
     eps: float = 1e-4
     bptt_window: int = 1
-    optimizer: str = "sgd"
+    optimizer: str | None = None
     two_noisy_passes: bool = False
     resync_every: int = 10
     output_cap: bool = True
@@ -131,6 +132,8 @@ class RuleConfig:
                 raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.rule not in RULES:
             raise ConfigError(f"unknown rule {self.rule!r}: choose one of {', '.join(RULES)}")
+        if self.optimizer is None:
+            object.__setattr__(self, "optimizer", "adam" if self.rule == "bp" else "sgd")
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}: choose sgd or adam")
         if self.optimizer == "adam" and self.rule != "bp":
