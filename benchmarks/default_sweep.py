@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from twinpass.runtime import OnlineLearner, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 from twinpass.runtime.sources import open_source
 from twinpass.runtime.streaming import StreamForecaster
 from twinpass.runtime.tasks import make_task
@@ -79,10 +80,10 @@ def task_mse(config: RuleConfig, epochs: int, seeds: list[int]) -> float:
 
 
 def configs() -> dict[str, RuleConfig]:
-    out = {"paper's network (default before)": RuleConfig()}
+    out = {"paper's network": RuleConfig(**PAPER_NETWORK)}
     for leak, scale, lam in itertools.product((0.3, 0.6, 1.0), (0.3, 1.0), (1.0, 0.9999)):
         name = f"leak {leak}, input scale {scale}, forgetting {lam}"
-        out[name] = RuleConfig.recommended(leak=leak, input_scale=scale, forgetting=lam)
+        out[name] = RuleConfig(leak=leak, input_scale=scale, forgetting=lam)
     return out
 
 

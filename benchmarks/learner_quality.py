@@ -7,7 +7,7 @@ a 100-step washout (the echo-state convention of the baselines we compare to), R
 spectral radius at the end and the guard's and RLS's event counts. Medians over seeds.
 
     python benchmarks/learner_quality.py --seeds 0 1 2 3 4 --epochs 20
-    python benchmarks/learner_quality.py --configs recommended --hidden 500 --seeds 0 1 2
+    python benchmarks/learner_quality.py --configs default --hidden 500 --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import numpy as np
 
 from twinpass.runtime import OnlineLearner, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 from twinpass.runtime.tasks import make_task
 from twinpass.runtime.training import train_epoch
 
@@ -25,12 +26,12 @@ WASHOUT = 100
 
 CONFIGS = {
     "default": RuleConfig(),
+    "paper's network": RuleConfig(**PAPER_NETWORK),
     "reference": RuleConfig.reference(),
-    "recommended": RuleConfig.recommended(),
-    "recommended, no leak": RuleConfig.recommended(leak=1.0),
-    "recommended, leak 0.5": RuleConfig.recommended(leak=0.5),
-    "recommended, hidden fixed": RuleConfig.recommended(lr_hidden=1e-300),
-    "recommended, lr-hidden 1e-2": RuleConfig.recommended(lr_hidden=1e-2),
+    "no leak": RuleConfig(leak=1.0),
+    "leak 0.5": RuleConfig(leak=0.5),
+    "hidden layer fixed": RuleConfig(lr_hidden=1e-300),
+    "lr-hidden 1e-2": RuleConfig(lr_hidden=1e-2),
 }
 
 

@@ -20,7 +20,7 @@ own readout, every step of the test split: the paper's metric, as ``twinpass tra
 reports it) and R's spectral radius before → after. The ratio initial / trained of the
 ridge scores says how much better the learned hidden layer is (> 1: better).
 
-    python benchmarks/readout_probe.py --recommended --epochs 20 --seeds 0 1 2 3 4
+    python benchmarks/readout_probe.py --epochs 20 --seeds 0 1 2 3 4
     python benchmarks/readout_probe.py --lr 1e-2 --epochs 20 --write-results
     python benchmarks/readout_probe.py --self-check    # forward pass against the learner
 """
@@ -194,7 +194,7 @@ def check_forward() -> None:
     cases = [("reference (xh alone, no leak)", RuleConfig.reference(), None)]
     # A leaky network whose readout sees [xh, u, 1], with a non-zero B (the exact
     # readouts start at B = 0, which would check nothing).
-    leaky = RuleConfig.recommended()
+    leaky = RuleConfig()
     p = Params.init(1, 64, 1, seed=3, spectral_radius=0.95, input_scale=1.0,
                     readout_inputs=True)  # fmt: skip
     p.B[...] = np.random.default_rng(3).normal(0.0, 0.3, p.B.shape).astype(p.B.dtype)

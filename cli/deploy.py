@@ -37,6 +37,15 @@ def check_capabilities(dev: SerialDevice, learner: OnlineLearner) -> None:
             f"the checkpoint has N={learner.n_hidden} hidden units; the device's RAM holds "
             f"at most N={info.max_hidden}"
         )
+    c = learner.config
+    if c.readout not in info.readouts or c.readout_inputs or c.leak != 1.0:
+        raise ConfigError(
+            f"the checkpoint's network (readout {c.readout}"
+            + (" over [hidden, input, 1]" if c.readout_inputs else "")
+            + f", leak {c.leak:g}) is not one the device runs: it runs the readout "
+            f"{', '.join(info.readouts)} over the hidden state and units without leak; "
+            "train with --readout anp --no-readout-inputs --leak 1"
+        )
     max_batch = info.extra.get("max_batch")
     if max_batch is not None and learner.batch > int(max_batch):
         raise ConfigError(

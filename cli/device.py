@@ -11,7 +11,7 @@ from twinpass.devices.protocol import MsgType
 from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.fixed_point import Hyper
 from twinpass.kernels.errors import DeviceError
-from twinpass.runtime.config import RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK, RuleConfig
 from twinpass.runtime.learner import OnlineLearner
 from twinpass.runtime.params import Params
 
@@ -78,8 +78,10 @@ def _model_line(p: dict[str, Any]) -> str:
 
 
 def rule_of(hyper: Hyper) -> RuleConfig:
-    """The float rule configuration of an image's fixed-point hyperparameters."""
+    """The float rule configuration of an image's fixed-point hyperparameters (the
+    firmwares run the paper's network and readout)."""
     return RuleConfig(
+        **PAPER_NETWORK,
         rule="anp",
         lr=hyper.lr_q / 2.0**32,
         sigma=hyper.sigma_q / 2.0**16,

@@ -40,12 +40,11 @@ RULE_OPTION_NAMES = (
     "guard_every",
     "bptt_mode",
     "clip",
-    "recommended",
     "reference",
 )
 
 #: Options whose value None means "RuleConfig's default" (they are only passed when given).
-_OPTIONAL_FIELDS = RULE_OPTION_NAMES[RULE_OPTION_NAMES.index("readout") : -2]
+_OPTIONAL_FIELDS = RULE_OPTION_NAMES[RULE_OPTION_NAMES.index("readout") : -1]
 
 #: ``--dtype``, shared by the commands that build a network.
 dtype_option = click.option(
@@ -99,15 +98,15 @@ def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
             "--window",
             "-K",
             type=click.IntRange(1),
-            default=_DEFAULT.bptt_window,
-            show_default=True,
-            help="BP: truncation window K (1 = one-step BP).",
+            default=None,
+            help=f"BP: truncation window K (1 = one-step BP) [default: {_DEFAULT.bptt_window}; "
+            "reference: 1].",
         ),
         click.option(
             "--optimizer",
             type=click.Choice(["sgd", "adam"]),
             default=None,
-            help="BP only: SGD or Adam [default: sgd; with --reference: adam].",
+            help="BP only: SGD or Adam [default: adam].",
         ),
         click.option(
             "--two-noisy-passes",
@@ -221,13 +220,6 @@ def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
             help=f"BP: global gradient-norm clipping threshold [default: {_DEFAULT.clip}].",
         ),
         click.option(
-            "--recommended",
-            is_flag=True,
-            help="The learner measured best on Mackey-Glass: an RLS readout over [hidden, "
-            "input, 1], leaky reservoir units (leak 0.3, spectral radius 0.95), the hidden "
-            "layer at --lr-hidden 1e-3 under the radius guard; other options override it.",
-        ),
-        click.option(
             "--reference",
             is_flag=True,
             help="The published method unchanged (no resync, no output cap; BP with "
@@ -248,7 +240,6 @@ def rule_config_from_options(opts: dict[str, Any]) -> RuleConfig:
         "lr": o["lr"],
         "sigma": o["sigma"],
         "eps": o["eps"],
-        "bptt_window": o["window"],
         "two_noisy_passes": o["two_noisy_passes"],
         "gain": o["gain"],
     }
@@ -259,16 +250,10 @@ def rule_config_from_options(opts: dict[str, Any]) -> RuleConfig:
     if o["output_cap"] is not None:
         fields["output_cap"] = o["output_cap"]
     fields.update({k: o[k] for k in _OPTIONAL_FIELDS if o[k] is not None})
-    if o["reference"] and o["recommended"]:
-        raise ConfigError("--reference and --recommended exclude each other: choose one")
+    if o["window"] is not None:
+        fields["bptt_window"] = o["window"]
     if o["reference"]:
-        if o["rule"] == "bp" and o["window"] != 1:
-            fields["bptt_window"] = o["window"]
-        elif o["rule"] == "bp":
-            fields.pop("bptt_window")
         return RuleConfig.reference(o["rule"], **fields)
-    if o["recommended"]:
-        return RuleConfig.recommended(o["rule"], **fields)
     return RuleConfig(rule=o["rule"], **fields)
 
 

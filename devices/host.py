@@ -21,7 +21,13 @@ from twinpass.kernels.api import (
     run_forward,
     run_perturbation,
 )
-from twinpass.kernels.bptt import STATE_FIELDS, bptt_block, bptt_reset, bptt_scratch
+from twinpass.kernels.bptt import (
+    STATE_FIELDS,
+    bptt_block,
+    bptt_flush,
+    bptt_reset,
+    bptt_scratch,
+)
 from twinpass.kernels.errors import ConfigError, DeviceError, ShapeError
 from twinpass.kernels.perturbation import C_FILL, C_HEAD
 from twinpass.kernels.rng import new_rng_state
@@ -151,6 +157,22 @@ class HostDevice:
         # Pending updates belong to the old sequence: their labels will never come.
         self._learn.counts[C_FILL] = 0
         self._learn.counts[C_HEAD] = 0
+        r = self._rule
+        if self._bp and r.get("bptt_mode", "sliding") == "chunked":
+            # The sequence has ended: a chunked window's partial gradient is applied now,
+            # or the last T mod K steps of every sequence would never be learned.
+            A, R, B, D = self._params
+            bptt_flush(
+                A,
+                R,
+                B,
+                D if self._decor else None,
+                self._bufs,
+                lr=float(r["lr"]),
+                optimizer=r.get("optimizer", "sgd"),
+                clip=r.get("clip"),
+                leak=float(r.get("leak", 1.0)),
+            )
         if self._bp:
             bptt_reset(self._bufs)
 
@@ -268,7 +290,8 @@ class HostDevice:
             src = np.asarray(state[key])
             if src.shape != dst.shape:
                 raise ShapeError(
-                    f"device state {key!r} has shape {src.shape}, expected {dst.shape}"
+                    f"device state {key!r} has shape {src.shape}, expected {dst.shape}: "
+                    "it was saved by another rule, readout or network size?"
                 )
             dst[...] = src.astype(dst.dtype, copy=False)
 

@@ -19,7 +19,9 @@ BPTT_MODES = ("chunked", "sliding")
 
 
 #: The paper's network and readout: Xavier draws, plain tanh units, the readout over the
-#: hidden state learned by the perturbation rule itself, no guard.
+#: hidden state learned by the perturbation rule itself, no guard. The defaults differ
+#: from it where benchmarks/default_sweep.py measured a better choice (docs/design.md §2);
+#: ``RuleConfig(**PAPER_NETWORK)`` is the paper's network with twinpass's safeguards.
 PAPER_NETWORK: dict[str, Any] = {
     "readout": "anp",
     "readout_inputs": False,
@@ -28,21 +30,6 @@ PAPER_NETWORK: dict[str, Any] = {
     "input_scale": None,
     "radius_bound": None,
     "lr_hidden": None,
-}
-
-
-#: The learner measured best on the Mackey-Glass task (docs/design.md; the run is in
-#: benchmarks/RESULTS.md): an exact RLS readout over [hidden, input, 1], leaky units drawn
-#: as a reservoir, the hidden layer learning at its own small rate under the radius guard.
-#: Not yet the field defaults: ``RuleConfig.recommended()`` and ``--recommended`` select it.
-RECOMMENDED: dict[str, Any] = {
-    "readout": "rls",
-    "readout_inputs": True,
-    "leak": 0.3,
-    "spectral_radius": 0.95,
-    "input_scale": 1.0,
-    "lr_hidden": 1e-3,
-    "radius_bound": 1.1,
 }
 
 
@@ -68,8 +55,8 @@ class RuleConfig:
     readout: how the output weights learn. ``rls``: recursive least squares, the exact
     online solution of the readout's least-squares problem; ``nlms``: normalised LMS (the
     rule a fixed-point device can run); ``anp``: the learning rule's own estimate (the
-    paper's: ANP's perturbation estimate; WP's and BP's own). None (default) means
-    ``anp``; :meth:`recommended` picks ``rls`` for ANP and NP.
+    paper's: ANP's perturbation estimate; WP's and BP's own). None (default): ``rls``
+    for ANP and NP, ``anp`` for WP and BP.
     readout_inputs: the readout sees [hidden state, input, 1] (a direct input path and a
     bias, as in reservoir computing) instead of the hidden state alone (the paper's).
     forgetting: RLS's forgetting factor λ in (0, 1]; 1 weighs all the past equally.
@@ -96,22 +83,22 @@ class RuleConfig:
     lr: float = 1e-3
     sigma: float = 1e-3
     eps: float = 1e-4
-    bptt_window: int = 1
+    bptt_window: int = 20
     optimizer: str | None = None
     two_noisy_passes: bool = False
     resync_every: int = 10
     output_cap: bool = True
     gain: float | None = None
     readout: str | None = None
-    readout_inputs: bool = False
-    forgetting: float = 1.0
+    readout_inputs: bool = True
+    forgetting: float = 0.9999
     readout_p0: float = 1e4
     readout_step: float = 0.5
-    leak: float = 1.0
-    spectral_radius: float | None = None
-    input_scale: float | None = None
-    lr_hidden: float | None = None
-    radius_bound: float | None = None
+    leak: float = 0.3
+    spectral_radius: float | None = 0.95
+    input_scale: float | None = 1.0
+    lr_hidden: float | None = 1e-3
+    radius_bound: float | None = 1.1
     guard_every: int = 1000
     bptt_mode: str = "chunked"
     clip: float | None = 1.0
@@ -167,7 +154,7 @@ class RuleConfig:
         if self.readout is None:
             # The exact readout where the kernels offer it; WP and BP learn theirs by their
             # own estimate (a perturbation, a gradient).
-            object.__setattr__(self, "readout", "anp")
+            object.__setattr__(self, "readout", "rls" if self.rule in ("anp", "np") else "anp")
         for name in ("forgetting", "readout_p0", "readout_step", "leak"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -235,15 +222,6 @@ class RuleConfig:
     def name(self) -> str:
         """The rule's name as in the paper: ANP, DANP, BP, DBP, ..."""
         return ("D" if self.decorrelation else "") + self.rule.upper()
-
-    @classmethod
-    def recommended(cls, rule: str = "anp", **overrides: Any) -> RuleConfig:
-        """The learner of :data:`RECOMMENDED` (an exact readout, leaky reservoir units)."""
-        base: dict[str, Any] = {"rule": rule, **RECOMMENDED}
-        if rule in ("wp", "bp"):
-            base["readout"] = "anp"
-        base.update(overrides)
-        return cls(**base)
 
     @property
     def hidden_lr(self) -> float:

@@ -24,7 +24,11 @@ from twinpass.devices.base import PARAM_NAMES, Device, DeviceInfo, StepResult
 from twinpass.devices.registry import make_device
 from twinpass.kernels.errors import ConfigError, DeviceError, ShapeError
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
-from twinpass.runtime.config import RULES
+from twinpass.runtime.config import PAPER_NETWORK, RULES
+
+#: The rule every backend runs: the paper's network and readout (with twinpass's
+#: safeguards). The host's exact readouts and leaky units are tested in test_host.py.
+PAPER = RuleConfig(**PAPER_NETWORK)
 
 N_IN, N_HIDDEN, N_OUT = 2, 10, 1
 SEED = 3
@@ -128,7 +132,7 @@ class DeviceContract:
             if load:
                 dev.load(
                     model(case.dtype) if params is None else params,
-                    (rule or RuleConfig()).to_dict(),
+                    (rule or PAPER).to_dict(),
                     batch=batch,
                     seed=seed,
                 )
@@ -226,7 +230,7 @@ class DeviceContract:
         assert same_model(dev.read_model(), original, case.tol)
         # A second load replaces the model; other dtypes are converted to the device's.
         other = model("float64", seed=7)
-        dev.load(other, RuleConfig().to_dict(), seed=SEED)
+        dev.load(other, PAPER.to_dict(), seed=SEED)
         back = dev.read_model()
         assert all(v.dtype == np.dtype(case.dtype) for v in back.values())
         converted = {k: v.astype(case.dtype) for k, v in other.items()}
@@ -332,7 +336,7 @@ class DeviceContract:
 
     def test_bad_models_are_refused(self, case: BackendCase, new: Callable[..., Device]) -> None:
         dev = new(load=False)
-        rule = RuleConfig().to_dict()
+        rule = PAPER.to_dict()
         for name in PARAM_NAMES:
             with pytest.raises(ShapeError):
                 dev.load({k: v for k, v in model(case.dtype).items() if k != name}, rule)
@@ -345,7 +349,7 @@ class DeviceContract:
 
     @pytest.mark.parametrize(
         "rule",
-        [{}, {"rule": "anp"}, {**RuleConfig().to_dict(), "rule": "no-such-rule"}],
+        [{}, {"rule": "anp"}, {**PAPER.to_dict(), "rule": "no-such-rule"}],
         ids=["empty", "name_only", "unknown_rule"],
     )
     def test_bad_rule_mappings_are_refused(
@@ -376,7 +380,7 @@ class DeviceContract:
                 call()
 
     @pytest.mark.parametrize(
-        "rule", [RuleConfig(), RuleConfig(rule="np", decorrelation=True)], ids=lambda c: c.name
+        "rule", [PAPER, PAPER.replace(rule="np", decorrelation=True)], ids=lambda c: c.name
     )
     def test_inputs_and_targets_are_never_modified(
         self, case: BackendCase, new: Callable[..., Device], rule: RuleConfig
@@ -420,7 +424,7 @@ class DeviceContract:
             lambda: dev.step(U, Y),
             lambda: dev.predict(U),
             lambda: dev.import_state(state),
-            lambda: dev.load(model(), RuleConfig().to_dict()),
+            lambda: dev.load(model(), PAPER.to_dict()),
         ]
         for call in calls:
             with pytest.raises(DeviceError):
@@ -432,7 +436,7 @@ class DeviceContract:
         self, case: BackendCase, new: Callable[..., Device]
     ) -> None:
         dev = new(load=False)
-        config = RuleConfig(lr=1e-2)  # the default 1e-3 needs a longer stream
+        config = PAPER.replace(lr=1e-2)  # the default 1e-3 needs a longer stream
         learner = OnlineLearner(1, 1, 16, config, seed=0, dtype=case.dtype, device=dev)
         assert learner.device is dev
         s = np.sin(0.2 * np.arange(3001)).astype(case.dtype)
@@ -450,7 +454,7 @@ class DeviceContract:
         U, Y = block(T=10, batch=2)
         for name in new(load=False).info().rules:
             before = model(case.dtype)
-            dev = new(RuleConfig(rule=name, decorrelation=decorrelation), batch=2, params=before)
+            dev = new(PAPER.replace(rule=name, decorrelation=decorrelation), batch=2, params=before)
             res = dev.step(U, Y)
             assert res.applied == 10, name
             assert np.all(np.isfinite(res.loss1)) and np.all(np.isfinite(res.loss2)), name

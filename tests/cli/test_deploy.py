@@ -21,6 +21,9 @@ from twinpass.cli.main import cli
 from twinpass.devices.serial import quantise_model
 from twinpass.firmware_sim import model_image as mi
 from twinpass.runtime import OnlineLearner, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
+
+PAPER_OPTIONS = ("--readout", "anp", "--no-readout-inputs", "--leak", "1")
 
 
 def run(*args: str) -> Result:
@@ -39,7 +42,9 @@ def sim(
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "mg.ckpt"
-    result = run("train", "--hidden", "12", "--epochs", "1", "--checkpoint", str(path), "-q")
+    # The paper's network: the firmwares run its readout and units (docs/protocol.md §6).
+    result = run("train", "--hidden", "12", "--epochs", "1", "--checkpoint", str(path), "-q",
+                 *PAPER_OPTIONS)  # fmt: skip
     assert result.exit_code == 0, result.output
     return path
 
@@ -84,9 +89,21 @@ def test_plain_info_is_a_table(sim: SimProcess) -> None:
     assert "caps.max_hidden" in result.output and "stats.crc_errors" in result.output
 
 
+def test_deploy_refuses_a_network_the_device_cannot_run(sim: SimProcess, tmp_path: Path) -> None:
+    """The default network (exact readout over [hidden, input, 1], leaky units) is refused
+    before anything is sent, with the options that make a deployable one."""
+    path = tmp_path / "default.ckpt"
+    assert run("train", "--hidden", "8", "--epochs", "1", "--checkpoint", str(path)).exit_code == 0
+    before = info(sim.path)["hello"]["model_hash"]
+    result = run("deploy", "--port", sim.path, str(path))
+    assert result.exit_code != 0
+    assert "--readout anp --no-readout-inputs --leak 1" in result.output, result.output
+    assert info(sim.path)["hello"]["model_hash"] == before  # nothing was uploaded
+
+
 def test_deploy_refuses_a_rule_the_device_cannot_run(sim: SimProcess, tmp_path: Path) -> None:
     ckpt = tmp_path / "np.ckpt"
-    OnlineLearner(1, 1, 8, RuleConfig(rule="np")).save(ckpt)
+    OnlineLearner(1, 1, 8, RuleConfig(**PAPER_NETWORK, rule="np")).save(ckpt)
     before = info(sim.path)["hello"]["model_hash"]
     result = run("deploy", "--port", sim.path, str(ckpt))
     assert result.exit_code == 1
@@ -96,7 +113,7 @@ def test_deploy_refuses_a_rule_the_device_cannot_run(sim: SimProcess, tmp_path: 
 
 def test_deploy_refuses_a_model_too_large_for_the_ram(tmp_path: Path) -> None:
     ckpt = tmp_path / "big.ckpt"
-    OnlineLearner(1, 1, 128, RuleConfig()).save(ckpt)
+    OnlineLearner(1, 1, 128, RuleConfig(**PAPER_NETWORK)).save(ckpt)
     with start_simulator(tmp_path / "flash.bin", "--ram", "32") as small:
         result = run("deploy", "--port", small.path, str(ckpt))
     assert result.exit_code == 1

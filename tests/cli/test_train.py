@@ -169,6 +169,27 @@ def test_resume_refuses_a_checkpoint_of_another_task(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "field", "allowed"),
+    [
+        (["--leak", "1.5"], "leak", "(0, 1]"),
+        (["--leak", "0"], "leak", "(0, 1]"),
+        (["--forgetting", "1.01"], "forgetting", "(0, 1]"),
+        (["--forgetting", "0"], "forgetting", "(0, 1]"),
+        (["--spectral-radius", "0"], "spectral_radius", "> 0"),
+        (["--spectral-radius", "-1"], "spectral_radius", "> 0"),
+        (["--readout-step", "2"], "readout_step", "(0, 2)"),
+    ],
+)
+def test_out_of_range_network_options_name_the_option_and_range(
+    args: list[str], field: str, allowed: str, tmp_path: Path
+) -> None:
+    result = _train("--epochs", "0", "--hidden", "5", *args)
+    assert result.exit_code != 0
+    assert field in result.output and allowed in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
     ("args", "expected"),
     [
         (["--rule", "bp", "--window", "5", "--optimizer", "adam"],
@@ -183,6 +204,14 @@ def test_resume_refuses_a_checkpoint_of_another_task(tmp_path: Path) -> None:
         (["--reference", "--rule", "bp"], {"optimizer": "adam", "bptt_window": 1}),
         (["--reference", "--rule", "bp", "-K", "4"], {"optimizer": "adam", "bptt_window": 4}),
         (["--reference", "--output-cap"], {"resync_every": 0, "output_cap": True}),
+        (["--rule", "bp"], {"bptt_window": 20, "bptt_mode": "chunked", "optimizer": "adam"}),
+        ([], {"readout": "rls", "readout_inputs": True, "leak": 0.3, "spectral_radius": 0.95}),
+        (["--readout", "nlms", "--readout-step", "0.2", "--no-readout-inputs", "--leak", "1",
+          "--lr-hidden", "0.01", "--radius-bound", "1.5", "--guard-every", "50"],
+         {"readout": "nlms", "readout_step": 0.2, "readout_inputs": False, "leak": 1.0,
+          "lr_hidden": 0.01, "radius_bound": 1.5, "guard_every": 50}),
+        (["--reference"], {"readout": "anp", "readout_inputs": False, "leak": 1.0,
+                           "spectral_radius": None, "radius_bound": None}),
     ],
 )  # fmt: skip
 def test_rule_options_reach_the_config(args: list[str], expected: dict, tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from twinpass.kernels import analog as ka
 from twinpass.kernels.errors import ConfigError
 from twinpass.kernels.rng import new_rng_state
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 from twinpass.runtime.tasks import make_task
 from twinpass.runtime.training import train
 
@@ -219,7 +220,7 @@ def test_ideal_analog_equals_host_within_quantisation() -> None:
     U = np.random.default_rng(0).standard_normal((50, 2, 3)).astype(np.float32)
     host, ideal = HostDevice(), AnalogDevice("ideal")
     for dev in (host, ideal):
-        dev.load(params, RuleConfig().to_dict(), batch=2, seed=0)
+        dev.load(params, RuleConfig(**PAPER_NETWORK).to_dict(), batch=2, seed=0)
     # Read-back: exact up to the float rounding of w -> g -> w.
     for k, v in ideal.read_model().items():
         np.testing.assert_allclose(v, params[k], rtol=0, atol=2e-7)
@@ -231,8 +232,8 @@ def test_ideal_analog_equals_host_within_quantisation() -> None:
     assert np.max(np.abs(a - b)) > 0  # but it is quantised
     # Learning: the same rule on both (host with two noisy passes, as analog ANP always is)
     # stays close over a block.
-    host.load(params, RuleConfig(two_noisy_passes=True).to_dict(), batch=2, seed=0)
-    ideal.load(params, RuleConfig().to_dict(), batch=2, seed=0)
+    host.load(params, RuleConfig(**PAPER_NETWORK, two_noisy_passes=True).to_dict(), batch=2, seed=0)
+    ideal.load(params, RuleConfig(**PAPER_NETWORK).to_dict(), batch=2, seed=0)
     Y = np.tanh(U[..., :2])
     ra, rb = host.step(U, Y), ideal.step(U, Y)
     np.testing.assert_allclose(ra.loss1[:10], rb.loss1[:10], rtol=0.05, atol=1e-3)
@@ -256,12 +257,12 @@ def test_make_device_presets_and_errors() -> None:
         make_device("analog", dw_minimum=1)
     dev = make_device("analog")
     with pytest.raises(ConfigError, match="BP"):
-        dev.load(Params.init(1, 4, 1).arrays(), RuleConfig(rule="bp").to_dict())
+        dev.load(Params.init(1, 4, 1).arrays(), RuleConfig(**PAPER_NETWORK, rule="bp").to_dict())
 
 
 def test_drift_moves_the_weights_with_the_stream_clock() -> None:
     dev = AnalogDevice("pcm", refresh_every=100)
-    dev.load(Params.init(1, 20, 1, seed=0).arrays(), RuleConfig(lr=1e-9).to_dict())
+    dev.load(Params.init(1, 20, 1, seed=0).arrays(), RuleConfig(**PAPER_NETWORK, lr=1e-9).to_dict())
     before = dev.read_model()["R"]
     U = np.zeros((1000, 1, 1), np.float32)
     dev.step(U, U)
@@ -274,7 +275,7 @@ def test_drift_moves_the_weights_with_the_stream_clock() -> None:
 
 def test_checkpoint_needs_the_same_device(tmp_path) -> None:
     dev = AnalogDevice("pcm", noise_scale=0.5)
-    ln = OnlineLearner(1, 1, 8, seed=0, device=dev)
+    ln = OnlineLearner(1, 1, 8, RuleConfig(**PAPER_NETWORK), seed=0, device=dev)
     s = np.sin(0.2 * np.arange(201)).astype(np.float32)
     ln.run(s[:100, None], s[1:101, None])
     ln.save(tmp_path / "a.ckpt")
@@ -293,7 +294,7 @@ def test_checkpoint_needs_the_same_device(tmp_path) -> None:
 @pytest.mark.parametrize("rule", ["np", "wp"])
 def test_np_and_wp_run_on_analog(rule: str) -> None:
     dev = AnalogDevice("pcm")
-    ln = OnlineLearner(1, 1, 16, RuleConfig(rule=rule), seed=0, device=dev)
+    ln = OnlineLearner(1, 1, 16, RuleConfig(**PAPER_NETWORK, rule=rule), seed=0, device=dev)
     s = np.sin(0.2 * np.arange(501)).astype(np.float32)
     res = ln.run(s[:-1, None], s[1:, None])
     assert np.all(np.isfinite(res.loss1))
@@ -301,7 +302,8 @@ def test_np_and_wp_run_on_analog(rule: str) -> None:
 
 def mackey_glass_run(epochs: int, update: str, pairing: str) -> tuple[float, float]:
     task = make_task("mackey-glass", pairing=pairing)
-    ln = OnlineLearner(1, 1, 100, seed=0, device=AnalogDevice("pcm", update=update))
+    dev = AnalogDevice("pcm", update=update)
+    ln = OnlineLearner(1, 1, 100, RuleConfig(**PAPER_NETWORK), seed=0, device=dev)
     recs = train(ln, task, epochs)
     return recs[0].test_mse, min(r.test_mse for r in recs[1:])
 

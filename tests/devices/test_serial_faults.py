@@ -31,9 +31,10 @@ from twinpass.devices.serial_link import DeviceResetError, LinkClosedError, Seri
 from twinpass.firmware_sim import model_image as mi
 from twinpass.kernels.errors import DeviceError, ProtocolError, RemoteError
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 
 N, T, SEED = 8, 300, 5
-RULE = RuleConfig(lr=1e-2).to_dict()
+RULE = RuleConfig(**PAPER_NETWORK, lr=1e-2).to_dict()
 
 
 def stream() -> tuple[np.ndarray, np.ndarray]:
@@ -254,7 +255,9 @@ def test_a_learner_checkpoint_resumes_on_the_device_bit_identically(
     U, Y = stream()
     dev = device(sim.path)
     try:
-        learner = OnlineLearner(1, 1, N, RuleConfig(lr=1e-2), seed=SEED, device=dev)
+        learner = OnlineLearner(
+            1, 1, N, RuleConfig(**PAPER_NETWORK, lr=1e-2), seed=SEED, device=dev
+        )
         learner.run(U[:100, 0], Y[:100, 0])
         learner.save(tmp_path / "on-device.ckpt")
         rest = learner.run(U[100:, 0], Y[100:, 0])

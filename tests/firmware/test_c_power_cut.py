@@ -21,13 +21,14 @@ from sim_process import SimLink, SimProcess, needs_cc
 from twinpass.devices.protocol import MsgType, pack_array
 from twinpass.firmware_sim import model_image as mi
 from twinpass.runtime import Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 
 pytestmark = needs_cc
 
 SECTOR = 4096
 SLOT = 256 * 1024  # board/host's default slot size
 RECORD = SECTOR + 96  # a metadata record: its sector erased, then 96 bytes programmed
-RULE = RuleConfig(lr=1e-2).to_dict()
+RULE = RuleConfig(**PAPER_NETWORK, lr=1e-2).to_dict()
 
 
 def image(seed: int) -> bytes:

@@ -19,6 +19,7 @@ from twinpass.devices.protocol import MsgType
 from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.process import hold_pty_open
 from twinpass.runtime import Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 
 pytestmark = needs_qemu
 
@@ -34,7 +35,9 @@ def test_the_real_board_image_boots_and_refuses_flash_writes_cleanly(tmp_path) -
                 # 150: the RAM bound, not the 30 KiB slots of the QEMU build (86).
                 assert hello["caps"]["max_hidden"] == 150 and hello["model_state"] == "none"
                 assert lk.ok(MsgType.PING, {}) == {}
-                img = mi.quantise(Params.init(1, 8, 1, seed=0).arrays(), RuleConfig().to_dict())
+                img = mi.quantise(
+                    Params.init(1, 8, 1, seed=0).arrays(), RuleConfig(**PAPER_NETWORK).to_dict()
+                )
                 begin = {
                     "len": len(img),
                     "sha256": hashlib.sha256(img).digest(),

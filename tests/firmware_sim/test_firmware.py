@@ -13,6 +13,7 @@ from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.firmware import Firmware
 from twinpass.firmware_sim.flash import Flash
 from twinpass.runtime import Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 
 values = st.recursive(
     st.none()
@@ -38,7 +39,7 @@ def firmware(tmp_path_factory: pytest.TempPathFactory) -> Firmware:
     flash = Flash(tmp_path_factory.mktemp("fw") / "flash.bin", durable=False)
     fw = Firmware(flash)
     # With a model, so that STEP & co. get past NO_MODEL.
-    img = mi.quantise(Params.init(2, 4, 1, seed=0).arrays(), RuleConfig().to_dict())
+    img = mi.quantise(Params.init(2, 4, 1, seed=0).arrays(), RuleConfig(**PAPER_NETWORK).to_dict())
     import hashlib
 
     digest = hashlib.sha256(img).digest()

@@ -14,6 +14,7 @@ import pytest
 from twinpass.firmware_sim.fixed_point import A_FRAC, W_FRAC, FixedNet, hyper_from_rule
 from twinpass.firmware_sim.fixed_point import quantise_array as q
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 from twinpass.runtime.tasks import make_mackey_glass
 from twinpass.runtime.training import train
 
@@ -21,7 +22,7 @@ from twinpass.runtime.training import train
 def fixed_test_mse(task, n_hidden: int, epochs: int, seed: int = 0) -> float:
     """Train a FixedNet like runtime.training.train does; test MSE from a zero state."""
     p = Params.init(1, n_hidden, 1, seed=seed)
-    hyper = hyper_from_rule(RuleConfig().to_dict(), n_hidden + 2)
+    hyper = hyper_from_rule(RuleConfig(**PAPER_NETWORK).to_dict(), n_hidden + 2)
     net = FixedNet(q(p.A, W_FRAC), q(p.R, W_FRAC), q(p.B, W_FRAC), None, hyper, seed=seed)
     U, Y = q(task.train.inputs, A_FRAC), q(task.train.targets, A_FRAC)
     for _ in range(epochs):
@@ -35,7 +36,7 @@ def fixed_test_mse(task, n_hidden: int, epochs: int, seed: int = 0) -> float:
 
 
 def float_test_mse(task, n_hidden: int, epochs: int, seed: int = 0) -> float:
-    learner = OnlineLearner(1, 1, n_hidden, seed=seed)
+    learner = OnlineLearner(1, 1, n_hidden, RuleConfig(**PAPER_NETWORK), seed=seed)
     return train(learner, task, epochs)[-1].test_mse
 
 

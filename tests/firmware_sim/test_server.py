@@ -25,6 +25,7 @@ from twinpass.devices.protocol import (
 from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.fixed_point import A_FRAC, FixedNet, quantise_array
 from twinpass.runtime import Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 
 N_IN, N, N_OUT = 2, 8, 1
 SHAPE = [N_IN, N, N_OUT]
@@ -33,7 +34,7 @@ QEMU_SLOT = 30 * 1024  # firmware/board/netduinoplus2: BOARD_FLASH_RAM's slots
 
 def image(seed: int = 0, n: int = N, **rule) -> bytes:
     p = Params.init(N_IN, n, N_OUT, seed=seed).arrays()
-    return mi.quantise(p, {**RuleConfig(lr=1e-2, sigma=1e-2).to_dict(), **rule})
+    return mi.quantise(p, {**RuleConfig(**PAPER_NETWORK, lr=1e-2, sigma=1e-2).to_dict(), **rule})
 
 
 def local_net(img: bytes, seed: int = 0, batch: int = 1) -> FixedNet:

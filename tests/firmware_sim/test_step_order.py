@@ -15,6 +15,7 @@ from twinpass.firmware_sim.firmware import Firmware
 from twinpass.firmware_sim.fixed_point import A_FRAC, quantise_array
 from twinpass.firmware_sim.flash import Flash
 from twinpass.runtime import Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 
 N_IN, N, N_OUT = 1, 6, 1
 
@@ -42,7 +43,7 @@ class Host:
 
 def image(seed: int = 0) -> bytes:
     p = Params.init(N_IN, N, N_OUT, seed=seed).arrays()
-    return mi.quantise(p, RuleConfig(lr=1e-2, sigma=1e-2).to_dict())
+    return mi.quantise(p, RuleConfig(**PAPER_NETWORK, lr=1e-2, sigma=1e-2).to_dict())
 
 
 def deploy(host: Host, img: bytes) -> None:

@@ -91,9 +91,15 @@ def test_defaults_are_the_stable_settings() -> None:
     c = RuleConfig()
     assert (c.rule, c.decorrelation, c.optimizer) == ("anp", False, "sgd")
     assert (c.lr, c.sigma, c.eps) == (1e-3, 1e-3, 1e-4)
-    assert (c.bptt_window, c.two_noisy_passes, c.gain) == (1, False, None)
+    assert (c.bptt_window, c.two_noisy_passes, c.gain) == (20, False, None)
     # twinpass's stabilisers (docs/design.md §3.1) are on by default ...
     assert c.resync_every == 10 and c.output_cap is True
+    # ... and so are the exact readout over [hidden, input, 1] and the leaky reservoir
+    # units chosen by benchmarks/default_sweep.py (docs/design.md §2, §4, §5).
+    assert (c.readout, c.readout_inputs, c.forgetting) == ("rls", True, 0.9999)
+    assert (c.leak, c.spectral_radius, c.input_scale) == (0.3, 0.95, 1.0)
+    assert (c.lr_hidden, c.radius_bound, c.hidden_lr) == (1e-3, 1.1, 1e-3)
+    assert RuleConfig(rule="bp").optimizer == "adam" and RuleConfig(rule="wp").readout == "anp"
 
 
 @pytest.mark.parametrize("rule", RULES)

@@ -23,16 +23,24 @@ from twinpass.runtime import (
     ShapeError,
 )
 from twinpass.runtime.checkpoint import load_checkpoint, save_checkpoint
+from twinpass.runtime.config import PAPER_NETWORK
 from twinpass.runtime.tasks import make_task
 
+#: The learner's mechanics are tested on the paper's network (every weight learned by the
+#: rule, so that a learning rate moves everything); the default network (exact readout,
+#: leaky units) has tests of its own below and in tests/kernels/test_readout.py.
+PAPER = RuleConfig(**PAPER_NETWORK)
+#: Today's BP baseline in the mechanics tests: one update per step, unclipped, so that a
+#: step's update and a huge rate's divergence show at once.
+SLIDING_BP = PAPER.replace(rule="bp", bptt_mode="sliding", clip=None)
 RULES = {
-    "ANP": RuleConfig(),
-    "DANP": RuleConfig(decorrelation=True, eps=1e-3),
-    "NP": RuleConfig(rule="np"),
-    "WP": RuleConfig(rule="wp"),
-    "BP": RuleConfig(rule="bp"),
-    "BP-K5-adam": RuleConfig(rule="bp", bptt_window=5, optimizer="adam"),
-    "DBP": RuleConfig(rule="bp", decorrelation=True, bptt_window=3),
+    "ANP": PAPER,
+    "DANP": PAPER.replace(decorrelation=True, eps=1e-3),
+    "NP": PAPER.replace(rule="np"),
+    "WP": PAPER.replace(rule="wp"),
+    "BP": SLIDING_BP.replace(),
+    "BP-K5-adam": SLIDING_BP.replace(bptt_window=5, optimizer="adam"),
+    "DBP": SLIDING_BP.replace(decorrelation=True, bptt_window=3),
 }
 
 
@@ -58,11 +66,20 @@ def _same_params(a: Params, b: Params) -> bool:
     return all(x.tobytes() == y.tobytes() for x, y in zip(a.astuple(), b.astuple(), strict=True))
 
 
-def _manual_prediction(params: Params, xh: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """The clean network's output for input u from hidden state xh (docs/design.md §2), float64."""
+def _manual_step(
+    params: Params, xh: np.ndarray, u: np.ndarray, leak: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The clean network's output for input u from hidden state xh, and its next state
+    (docs/design.md §2: leaky units, a readout over [xh, u, 1] when B is that wide), float64."""
     A, R, B, D = (m.astype(np.float64) for m in params.astuple())
-    x = np.tanh(A @ u + R @ xh)
-    return B @ (D @ x)
+    u = np.asarray(u, np.float64)
+    xh_new = (1.0 - leak) * xh + leak * (D @ np.tanh(A @ u + R @ xh))
+    f = xh_new if B.shape[1] == xh.shape[0] else np.concatenate([xh_new, u, [1.0]])
+    return B @ f, xh_new
+
+
+def _manual_prediction(params: Params, xh: np.ndarray, u: np.ndarray, leak: float) -> np.ndarray:
+    return _manual_step(params, xh, u, leak)[0]
 
 
 def _hidden_state(learner: OnlineLearner) -> np.ndarray:
@@ -91,9 +108,10 @@ def test_step_predicts_before_it_updates(name: str) -> None:
     moved = 0.0
     for t in range(30):
         before, xh = learner.params, _hidden_state(learner)
-        expected = _manual_prediction(before, xh, U[t])
+        leak = learner.config.leak
+        expected = _manual_prediction(before, xh, U[t], leak)
         pred, loss1, _ = learner.step(U[t], Y[t])
-        after = _manual_prediction(learner.params, xh, U[t])
+        after = _manual_prediction(learner.params, xh, U[t], leak)
         np.testing.assert_allclose(pred, expected, rtol=1e-5, atol=1e-6)
         moved = max(moved, float(np.abs(after - expected).max()))
         y32 = np.float64(np.float32(Y[t, 0]))  # targets are taken in the learner dtype
@@ -104,8 +122,9 @@ def test_step_predicts_before_it_updates(name: str) -> None:
 
 def test_first_prediction_ignores_the_learning_rate_and_equals_predict() -> None:
     u, y = _mg(1)
-    tiny = OnlineLearner(1, 1, 30, RuleConfig(lr=1e-9), seed=2)
-    big = OnlineLearner(1, 1, 30, RuleConfig(lr=0.5), seed=2)
+    # The paper's readout: its step is the learning rate (RLS has none).
+    tiny = OnlineLearner(1, 1, 30, RuleConfig(**PAPER_NETWORK, lr=1e-9), seed=2)
+    big = OnlineLearner(1, 1, 30, RuleConfig(**PAPER_NETWORK, lr=0.5), seed=2)
     before = big.predict(u[0], reset=True)
     p_tiny, l_tiny, _ = tiny.step(u[0], y[0])
     p_big, l_big, _ = big.step(u[0], y[0])
@@ -192,7 +211,9 @@ def test_identical_streams_in_a_batch_get_identical_predictions() -> None:
     res = learner.run(np.repeat(U[:, None], 4, axis=1), np.repeat(Y[:, None], 4, axis=1))
     for b in range(1, 4):
         assert np.array_equal(res.predictions[:, b], res.predictions[:, 0])
-    assert np.all(res.loss1 != res.loss2)  # the noise is per stream, the loss its mean
+    # The noise is per stream, the loss its mean (at step 0 the exact readout is still 0,
+    # so both replicas output 0).
+    assert np.all(res.loss1[1:] != res.loss2[1:])
 
 
 @pytest.mark.parametrize(
@@ -241,8 +262,8 @@ def test_same_seed_same_bits_different_seed_different() -> None:
     assert not np.array_equal(r1.predictions, r3.predictions)
     assert not np.array_equal(p1.R, p3.R)
     # The seed drives the noise too, not only the initial weights.
-    r4, p4 = go(12, params=Params.init(1, 30, 1, seed=11))
-    assert r4.predictions[0] == r1.predictions[0]  # same weights, same first prediction
+    r4, p4 = go(12, params=OnlineLearner(1, 1, 30, seed=11).params)
+    assert r4.predictions[1] == r1.predictions[1]  # same weights, same first predictions
     assert not np.array_equal(r4.loss2, r1.loss2) and not np.array_equal(p4.R, p1.R)
 
 
@@ -256,13 +277,16 @@ def test_constructor_validation() -> None:
         OnlineLearner(1, 1, 4, batch=0)
     with pytest.raises(ShapeError, match="params are 2-4-1, expected 1-4-1"):
         OnlineLearner(1, 1, 4, params=Params.init(2, 4, 1))
+    with pytest.raises(ShapeError, match=r"B is 1 x 4, but the rule's readout sees \[hidden"):
+        OnlineLearner(1, 1, 4, params=Params.init(1, 4, 1))
     learner = OnlineLearner(1, 1, 4, dtype="float64")
     assert learner.dtype == "float64" and learner.params.A.dtype == np.float64
     assert learner.config == RuleConfig()
 
 
 def test_given_params_are_used_and_copied() -> None:
-    p = Params.init(1, 6, 1, seed=42)
+    p = Params.init(1, 6, 1, seed=42, readout_inputs=True)
+    p.B[...] = 0.5
     learner = OnlineLearner(1, 1, 6, params=p, seed=0)
     assert _same_params(learner.params, p)
     p.R[:] = 0.0
@@ -302,7 +326,7 @@ def test_predict_changes_neither_weights_nor_learning_state(name: str) -> None:
 
 
 def test_predict_shapes_and_evaluation_state() -> None:
-    learner = OnlineLearner(2, 3, 10, seed=1)
+    learner = OnlineLearner(2, 3, 10, PAPER, seed=1)  # a readout that is not 0 yet
     U = np.random.default_rng(0).standard_normal((12, 2))
     assert learner.predict(U[0], reset=True).shape == (3,)
     full = learner.predict(U, reset=True)
@@ -327,9 +351,7 @@ def test_evaluate_is_the_mse_of_the_clean_network_from_a_zero_state() -> None:
     for s in range(task.test.inputs.shape[0]):
         xh = np.zeros(16)
         for t in range(task.test.inputs.shape[1]):
-            expected[s, t] = _manual_prediction(params, xh, task.test.inputs[s, t])
-            A, R, D = (m.astype(np.float64) for m in (params.A, params.R, params.D))
-            xh = D @ np.tanh(A @ task.test.inputs[s, t] + R @ xh)
+            expected[s, t], xh = _manual_step(params, xh, task.test.inputs[s, t], 0.3)
     np.testing.assert_allclose(pred, expected, rtol=1e-4, atol=1e-5)
     assert mse == pytest.approx(np.mean((expected - task.test.targets) ** 2), rel=1e-4)
     assert mse == np.mean((pred.astype(np.float64) - task.test.targets) ** 2)
@@ -348,7 +370,8 @@ def test_reset_state_starts_from_zero_and_keeps_the_weights() -> None:
     assert np.all(_hidden_state(learner) == 0)
     assert _same_params(learner.params, params) and learner.steps == 50
     pred, _, _ = learner.step(U[50], Y[50])
-    np.testing.assert_allclose(pred, _manual_prediction(params, np.zeros(12), U[50]), rtol=1e-5)
+    want = _manual_prediction(params, np.zeros(12), U[50], learner.config.leak)
+    np.testing.assert_allclose(pred, want, rtol=1e-5, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------
@@ -398,8 +421,9 @@ def test_save_without_meta_and_overwrite(tmp_path: Path) -> None:
 
 RESUME = {
     "ANP-resync10": RuleConfig(resync_every=10),
+    "ANP-nlms": RuleConfig(readout="nlms"),
     "WP": RuleConfig(rule="wp"),
-    "BP-K5-adam": RuleConfig(rule="bp", bptt_window=5, optimizer="adam"),
+    "BP-K5-adam": SLIDING_BP.replace(bptt_window=5, optimizer="adam"),
     "DANP-2noisy": RuleConfig(decorrelation=True, two_noisy_passes=True),
 }
 
@@ -500,7 +524,7 @@ def test_inconsistent_learner_checkpoint_raises(damage: str, tmp_path: Path) -> 
     elif damage == "bad-rule":
         meta["rule"] = {**meta["rule"], "lr": -1.0}
     else:  # ANP arrays, BP metadata: the BP state is missing
-        meta["rule"] = RuleConfig(rule="bp").to_dict()
+        meta["rule"] = SLIDING_BP.replace().to_dict()
     save_checkpoint(path, arrays, meta)
     with pytest.raises(CheckpointError, match="inconsistent checkpoint"):
         OnlineLearner.load(path)
@@ -531,7 +555,7 @@ def test_divergence_step_is_the_first_bad_step_and_is_not_applied() -> None:
     """BP at lr 1e3 blows up within a few steps: the error names the step whose loss or
     gradient first went non-finite, and the parameters are those from just before it.
     (No weight limit here: it would stop the run earlier, at the end of the block.)"""
-    config = RuleConfig(rule="bp", lr=1e3)
+    config = SLIDING_BP.replace(lr=1e3)
     U, Y = _mg(50)
     with pytest.raises(DivergenceError) as info:
         OnlineLearner(1, 1, 20, config, max_weight=np.inf).run(U, Y)
@@ -550,23 +574,23 @@ def test_divergence_step_is_the_first_bad_step_and_is_not_applied() -> None:
 def test_max_weight_counts_as_divergence() -> None:
     """Large targets make the readout grow past 2 (D = I, so 1 is the initial maximum)."""
     U, Y = _mg(500)
-    free = OnlineLearner(1, 1, 20, seed=0, max_weight=np.inf)
+    free = OnlineLearner(1, 1, 20, PAPER, seed=0, max_weight=np.inf)
     free.run(U, 50 * Y)
     assert free.params.all_finite() and free.params.max_abs() > 2.0
-    limited = OnlineLearner(1, 1, 20, seed=0, max_weight=2.0)
+    limited = OnlineLearner(1, 1, 20, PAPER, seed=0, max_weight=2.0)
     with pytest.raises(DivergenceError) as info:
         limited.run(U, 50 * Y)
     assert info.value.step == 499  # seen at the end of the block
     assert info.value.rule == "ANP" and "ANP diverged at step 499" in str(info.value)
     # With rollback, the weights stay within the limit.
-    rolled = OnlineLearner(1, 1, 20, seed=0, max_weight=2.0, on_divergence="rollback")
+    rolled = OnlineLearner(1, 1, 20, PAPER, seed=0, max_weight=2.0, on_divergence="rollback")
     assert rolled.run(U, 50 * Y).rollbacks == 1
     assert rolled.params.max_abs() <= 2.0
 
 
 def test_max_weight_divergence_message_names_the_weight() -> None:
     U, Y = _mg(500)
-    learner = OnlineLearner(1, 1, 20, seed=0, max_weight=2.0)
+    learner = OnlineLearner(1, 1, 20, PAPER, seed=0, max_weight=2.0)
     with pytest.raises(DivergenceError) as info:
         learner.run(U, 50 * Y)
     assert "exceeds" in str(info.value) and "not finite" not in str(info.value)
@@ -591,9 +615,7 @@ def test_rollback_restores_the_last_good_snapshot(name: str) -> None:
 
 
 def test_rollback_skips_bad_steps_and_goes_on() -> None:
-    learner = OnlineLearner(
-        1, 1, 20, RuleConfig(rule="bp", lr=1e3), seed=0, on_divergence="rollback"
-    )
+    learner = OnlineLearner(1, 1, 20, SLIDING_BP.replace(lr=1e3), seed=0, on_divergence="rollback")
     U, Y = _mg(300)
     res = learner.run(U, Y)
     assert res.rollbacks > 1 and learner.rollbacks == res.rollbacks

@@ -22,6 +22,7 @@ import pytest
 
 from twinpass.runtime import ConfigError, OnlineLearner, RuleConfig
 from twinpass.runtime import training as training_module
+from twinpass.runtime.config import PAPER_NETWORK
 from twinpass.runtime.tasks import Task, make_task
 from twinpass.runtime.training import EpochRecord, evaluate, train, train_epoch
 
@@ -90,7 +91,8 @@ def test_copy_task_records_include_bit_errors() -> None:
 
 def test_evaluate_on_either_split() -> None:
     task = _small_copy()
-    learner = OnlineLearner(task.n_in, task.n_out, 16, seed=0)
+    # The paper's network: a readout that is not 0 before learning (the exact readouts' is).
+    learner = OnlineLearner(task.n_in, task.n_out, 16, RuleConfig(**PAPER_NETWORK), seed=0)
     test, trainsplit = evaluate(learner, task), evaluate(learner, task, "train")
     assert test.epoch == 0 and test.train_mse is None
     assert test.test_mse == learner.evaluate(task.test.inputs, task.test.targets)[0]
