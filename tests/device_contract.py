@@ -451,12 +451,13 @@ class DeviceContract:
     def test_every_listed_rule_runs(
         self, case: BackendCase, new: Callable[..., Device], decorrelation: bool
     ) -> None:
-        U, Y = block(T=10, batch=2)
+        # Longer than BP's default window (20 steps, one update at its end).
+        U, Y = block(T=25, batch=2)
         for name in new(load=False).info().rules:
             before = model(case.dtype)
             dev = new(PAPER.replace(rule=name, decorrelation=decorrelation), batch=2, params=before)
             res = dev.step(U, Y)
-            assert res.applied == 10, name
+            assert res.applied == 25, name
             assert np.all(np.isfinite(res.loss1)) and np.all(np.isfinite(res.loss2)), name
             after = dev.read_model()
             tol = case.tol if case.learn_tol is None else case.learn_tol
