@@ -29,12 +29,20 @@ import numpy as np
 from numba import njit
 
 from twinpass.kernels.activation import tanh_into
-from twinpass.kernels.api import allocate_workspace, network_dims, run_perturbation
+from twinpass.kernels.api import (
+    allocate_learn_state,
+    allocate_workspace,
+    network_dims,
+    run_perturbation,
+)
 from twinpass.kernels.bptt import bptt_block, bptt_scratch
 from twinpass.kernels.rng import fill_normal, new_rng_state
 
 RULES = {
     "ANP": ("anp", False),
+    # The default learner: ANP in the hidden layer, RLS readout over [hidden, input, 1],
+    # leaky units and the radius guard (RLS adds ~5 F² flops and 16 F² bytes, P float64).
+    "ANP default": ("anp", False),
     "DANP": ("anp", True),
     "NP": ("np", False),
     "WP": ("wp", False),
@@ -87,6 +95,10 @@ def twinpass_step_fn(label: str, n: int, nb: int, T: int, single: bool):
     """A call running T steps of a rule (block: one call; single: T one-step calls)."""
     rule, decor = RULES[label]
     params = network(n)
+    default = label == "ANP default"
+    if default:
+        A, R, B, D = params
+        params = (A, R, np.ascontiguousarray(np.concatenate([B, np.zeros((1, 2), B.dtype)], 1)), D)
     dims = network_dims(*params)
     g = np.random.default_rng(1)
     steps = 1 if single else T
@@ -107,12 +119,19 @@ def twinpass_step_fn(label: str, n: int, nb: int, T: int, single: bool):
         xh2 = np.zeros((nb, n), np.float32)
         counter = np.zeros(1, np.int64)
         rng = new_rng_state(0)
+        extra: dict = {}
+        if default:
+            extra = {
+                "state": allocate_learn_state(dims, nb, rls=True),
+                "readout": "rls", "leak": 0.3, "lr_hidden": 1e-3, "forgetting": 0.9999,
+                "radius_bound": 1.1,
+            }  # fmt: skip
 
         def call():
             run_perturbation(
                 params, xh1, xh2, counter, rng, U, Y, pred, l1, l2, ws, rule=rule, lr=1e-4,
                 sigma=1e-3, eps=1e-5, gain=float(np.sqrt(n + 2)), decorrelation=decor,
-                two_noisy=False, resync_every=10, output_cap=True,
+                two_noisy=False, resync_every=10, output_cap=True, **extra,
             )  # fmt: skip
 
     if single:
