@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 
@@ -197,3 +198,33 @@ def test_from_dict_validates_values() -> None:
 def test_constants_match_the_fields() -> None:
     assert RULES == ("anp", "np", "wp", "bp")
     assert OPTIMIZERS == ("sgd", "adam")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "allowed"),
+    [
+        ("spectral_radius", 0.0, "> 0"),
+        ("spectral_radius", -0.5, "> 0"),
+        ("input_scale", 0.0, "> 0"),
+        ("leak", 0.0, "(0, 1]"),
+        ("leak", 1.2, "(0, 1]"),
+        ("forgetting", 0.0, "(0, 1]"),
+        ("forgetting", 1.0001, "(0, 1]"),
+        ("readout_step", 2.0, "(0, 2)"),
+        ("readout_p0", -1.0, "> 0"),
+        ("radius_bound", float("nan"), "> 0"),
+        ("lr_hidden", 0.0, "> 0"),
+        ("guard_every", 0, ">= 1"),
+    ],
+)
+def test_network_and_readout_fields_name_their_range(field: str, value: float, allowed: str):
+    with pytest.raises(ConfigError, match=rf"{field} must .*{re.escape(allowed)}"):
+        RuleConfig(**{field: value})
+
+
+def test_readouts_are_checked_against_the_rule() -> None:
+    with pytest.raises(ConfigError, match="unknown readout 'lms'"):
+        RuleConfig(readout="lms")
+    with pytest.raises(ConfigError, match="WP learns its readout by its own estimate"):
+        RuleConfig(rule="wp", readout="rls")
+    assert RuleConfig(rule="np").readout == "rls" and RuleConfig(rule="bp").readout == "anp"
