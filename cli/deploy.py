@@ -68,7 +68,8 @@ def deploy(port: str, baud: int, verify: bool, quiet: bool, checkpoint: str) -> 
 
     \b
     Example:
-      twinpass train --task mackey-glass --hidden 32 --epochs 5 --checkpoint mg.ckpt
+      twinpass train --task mackey-glass --hidden 32 --epochs 5 --checkpoint mg.ckpt \
+          --readout anp --no-readout-inputs --leak 1
       twinpass deploy --port /dev/ttyACM0 mg.ckpt
     """
     report = Reporter(quiet=quiet)
