@@ -3,7 +3,9 @@
 Every step runs two replicas of the network on the same input: replica 1 (clean, or noisy
 in two-noisy-passes mode) and replica 2 (perturbed). The difference of their losses and of
 their measured pre-activations gives a local update (docs/design.md §3). Nothing from past
-steps is stored.
+steps is stored but what a step records for its own update, kept until its label arrives:
+one ring slot per step of label delay (docs/design.md §6), one slot without delay. The
+readout learns by the rule's own estimate or exactly, by RLS or NLMS (:mod:`.readout`).
 
 Fusion. The rank-one update of R computed at step t is applied lazily, row by row, inside
 the pass over R that computes step t+1's pre-activations of both replicas, so that R is
