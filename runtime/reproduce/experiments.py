@@ -6,33 +6,45 @@ names it in the results file, so a finished configuration is recognised and skip
 the command is run again.
 
 Hyperparameters are the reference code's for every perturbation rule (lr 1e-3, sigma 1e-3,
-decorrelation rate 1e-4), with twinpass's stable defaults (resync every 10 steps, capped
-output step; docs/design.md §3.1). Two BP baselines are run side by side because they disagree:
-the reference's (one-step BP, Adam, lr 1e-3) and truncated BPTT (K = 20, SGD, lr 1e-3),
-the strongest baseline measured on Mackey-Glass. No per-rule search: one setting per rule,
-the same on every task, so that the comparison is the rules' and not the tuning's.
+decorrelation rate 1e-4) on the paper's network (``PAPER_NETWORK``: the readout learned by
+the rule itself, no leak), with twinpass's safeguards (resync every 10 steps, capped output
+step; docs/design.md §3.1). ``ANP-ref`` is the paper's ANP exactly as the reference code runs
+it (``--reference``: no safeguards), ``twinpass`` the default learner (docs/design.md §4: an
+exact readout over [hidden, input, 1], leaky units). Two BP baselines are run side by side:
+the reference's (one-step BP, Adam, lr 1e-3) and twinpass's BPTT baseline at its defaults
+(chunked truncation K = 20, Adam, gradient-norm clipping). No per-rule search: one setting
+per rule, the same on every task, so that the comparison is the rules' and not the tuning's.
+
+A configuration's key carries a fingerprint of its resolved :class:`RuleConfig`, so that
+results of an older meaning of a label (a changed default) are never taken for finished.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from twinpass.kernels.errors import ConfigError
-from twinpass.runtime.config import RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK, RuleConfig
 
 #: Rule label -> (RuleConfig factory arguments, whether it is a "reference" configuration).
 RULES: dict[str, dict[str, Any]] = {
-    "ANP": {},
-    "DANP": {"decorrelation": True},
-    "NP": {"rule": "np"},
-    "WP": {"rule": "wp"},
+    "ANP": dict(PAPER_NETWORK),
+    "DANP": {**PAPER_NETWORK, "decorrelation": True},
+    "NP": {**PAPER_NETWORK, "rule": "np"},
+    "WP": {**PAPER_NETWORK, "rule": "wp"},
+    "ANP-ref": {"reference": "anp"},
+    "twinpass": {},
     "BPTT-K20": {"rule": "bp", "bptt_window": 20},
     "BP-ref": {"reference": "bp"},
 }
-PERTURBATION_RULES = ("ANP", "DANP", "NP", "WP")
+PERTURBATION_RULES = ("ANP", "DANP", "NP", "WP", "ANP-ref", "twinpass")
 BP_RULES = ("BPTT-K20", "BP-ref")
+#: The rules of the scaling experiment (the paper's figure, and twinpass's learner beside it).
+SCALING_RULES = ("ANP", "DANP", "NP", "WP", "twinpass", "BPTT-K20")
 
 
 def rule_config(label: str, **overrides: Any) -> RuleConfig:
@@ -65,9 +77,15 @@ class RunSpec:
         extra = ",".join(f"{k}={v}" for k, v in sorted(self.overrides.items()))
         task = ",".join(f"{k}={v}" for k, v in sorted(self.task_kwargs.items()) if k != "path")
         return (
-            f"{self.experiment}|{self.task}({task})|{self.rule}({extra})|N={self.hidden}"
-            f"|seed={self.seed}|epochs={self.epochs}"
+            f"{self.experiment}|{self.task}({task})|{self.rule}({extra})#{self.fingerprint}"
+            f"|N={self.hidden}|seed={self.seed}|epochs={self.epochs}"
         )
+
+    @property
+    def fingerprint(self) -> str:
+        """Eight hex digits of the resolved rule: a changed default changes the key."""
+        blob = json.dumps(self.config().to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
     def config(self) -> RuleConfig:
         return rule_config(self.rule, **self.overrides)
@@ -182,7 +200,7 @@ def _weather(scale: Scale, data: str | None) -> list[RunSpec]:
 def _scaling(scale: Scale, data: str | None) -> list[RunSpec]:
     if data is None:
         return []
-    rules = ("ANP", "DANP", "NP", "WP", "BPTT-K20")
+    rules = SCALING_RULES
     return [
         RunSpec(
             "scaling",

@@ -57,7 +57,9 @@ def _hyper_table() -> list[str]:
         c = rule_config(label)
         extra = []
         if c.rule == "bp":
-            extra.append(f"K={c.bptt_window}, {c.optimizer}")
+            extra.append(f"K={c.bptt_window} {c.bptt_mode}, {c.optimizer}")
+            if c.clip is not None:
+                extra.append(f"clip {c.clip:g}")
         else:
             extra.append(f"sigma {c.sigma:g}")
             extra.append(f"resync every {c.resync_every}" if c.resync_every else "no resync")
@@ -65,6 +67,10 @@ def _hyper_table() -> list[str]:
                 extra.append("output step capped" if c.output_cap else "no cap")
         if c.decorrelation:
             extra.append(f"decorrelation eps {c.eps:g}")
+        if c.readout not in (None, "anp") or c.readout_inputs or c.leak != 1.0:
+            # The network, where it is not the paper's (docs/design.md §4).
+            feats = "[h, u, 1]" if c.readout_inputs else "h"
+            extra.append(f"readout {c.readout or 'by the rule'} over {feats}, leak {c.leak:g}")
         rows.append((label, c.rule, f"{c.lr:g}", ", ".join(extra)))
     return _table(("label", "rule", "lr", "settings"), rows)
 

@@ -62,18 +62,18 @@ def test_tiny_scale_writes_report_and_figures_then_resumes(tmp_path: Path) -> No
         assert f"]({name})" in report
     results = (out / "results.jsonl").read_text()
     memory = (out / "memory.jsonl").read_text()
-    assert len(results.splitlines()) == 12 + 2  # 2 pairings x 6 rules, 2 decorrelation rates
+    assert len(results.splitlines()) == 16 + 2  # 2 pairings x 8 rules, 2 decorrelation rates
 
     again = _reproduce(*args)
     assert again.returncode == 0, again.stderr
-    assert "14 training runs, 0 memory probes" in again.stdout
+    assert "18 training runs, 0 memory probes" in again.stdout
     assert (out / "results.jsonl").read_text() == results  # nothing trained twice
     assert (out / "memory.jsonl").read_text() == memory
     # The report names every invocation that contributed, with what it did.
     invocations = [json.loads(x) for x in (out / "invocations.jsonl").read_text().splitlines()]
-    assert [(i["trained"], i["probes"], i["jobs"]) for i in invocations] == [(14, 4, 2), (0, 0, 2)]
+    assert [(i["trained"], i["probes"], i["jobs"]) for i in invocations] == [(18, 4, 2), (0, 0, 2)]
     report = (out / "report.md").read_text()
-    assert "14 runs and 4 probes with 2 worker(s)" in report
+    assert "18 runs and 4 probes with 2 worker(s)" in report
     assert "0 runs and 0 probes" not in report  # it only rewrote the report
 
 

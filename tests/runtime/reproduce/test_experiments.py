@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from twinpass.kernels.errors import ConfigError
+from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.reproduce.experiments import (
     ALL_EXPERIMENTS,
     RULES,
@@ -70,3 +73,20 @@ def test_rule_labels_build_their_configurations() -> None:
     assert rule_config("ANP", eps=1e-3).eps == 1e-3
     with pytest.raises(ConfigError, match="unknown rule"):
         rule_config("XP")
+
+
+def test_the_paper_rules_run_the_papers_network_and_twinpass_its_default() -> None:
+    anp, ref, default = rule_config("ANP"), rule_config("ANP-ref"), rule_config("twinpass")
+    assert (anp.readout, anp.leak, anp.readout_inputs) == ("anp", 1.0, False)
+    assert anp.resync_every > 0 and ref.resync_every == 0  # safeguards on, and off
+    assert default == RuleConfig()
+    assert rule_config("BPTT-K20").bptt_mode == "chunked"
+
+
+def test_a_changed_rule_changes_the_key() -> None:
+    # A result of an older meaning of a label must not pass for a finished run.
+    spec = plan("tiny", only=("copy",))[0]
+    changed = replace(spec, overrides={"lr": 2e-3})
+    assert spec.key != changed.key
+    assert spec.fingerprint != changed.fingerprint
+    assert spec.key == replace(spec).key  # and the same rule, the same key
