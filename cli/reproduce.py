@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from twinpass.runtime.cluster import n_workers, open_client
 from twinpass.runtime.reproduce import experiments as ex
 from twinpass.runtime.reproduce import figures
 from twinpass.runtime.reproduce.claims import evaluate_claims
@@ -58,9 +59,15 @@ INVOCATIONS_FILE = "invocations.jsonl"
 @click.option(
     "--jobs",
     type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
-    show_default="cores",
-    help="Worker processes.",
+    default=None,
+    help="Workers of the local Dask cluster started for the run [default: one per core].",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Run on a running Dask cluster (e.g. tcp://10.0.0.5:8786, see `dask scheduler`) "
+    "instead of a local one; results are still written here, by this process only.",
 )
 @click.option("--quiet", is_flag=True, help="No progress output.")
 def reproduce(
@@ -69,18 +76,21 @@ def reproduce(
     seeds: int | None,
     data: str | None,
     out: str | None,
-    jobs: int,
+    jobs: int | None,
+    scheduler: str | None,
     quiet: bool,
 ) -> None:
     """Run the paper's experiments and write report.md and PNG figures.
 
-    Every configuration (task x rule x N x seed) is trained in parallel processes and its
-    result appended to OUT/results.jsonl as it finishes: run the command again and the
-    finished configurations are skipped. The claims table is computed from the results.
+    Every configuration (task x rule x N x seed) is a task on a Dask cluster (a local one
+    by default, or --scheduler's) and its result is appended to OUT/results.jsonl as it
+    finishes: run the command again and the finished configurations are skipped. A worker
+    that dies has its tasks rerun elsewhere. The claims table is computed from the results.
 
     \b
-    Example:
+    Examples:
       twinpass reproduce --scale quick --data WTH.csv --out reproduce-quick
+      twinpass reproduce --scale full --data WTH.csv --scheduler tcp://10.0.0.5:8786
     """
     t0 = time.perf_counter()
     data = data or os.environ.get(WTH_ENV) or None
@@ -103,13 +113,20 @@ def reproduce(
     specs = ex.plan(scale, only=only, data=data, seeds=seeds)
     memory_todo = _memory_plan(scale, only, out_dir)
     total = len(specs) + len(memory_todo)
-    rep.line(
-        f"reproduce --scale {scale}: {len(specs)} training runs, {len(memory_todo)} memory "
-        f"probes, {jobs} worker(s); results in {out_dir}"
-    )
     started = datetime.now(timezone.utc)
     trained = 0
-    with rep.progress("reproduce", total):
+    failures: list[str] = []
+    with open_client(scheduler, workers=jobs) as client, rep.progress("reproduce", total):
+        workers = n_workers(client)
+        if workers == 0:
+            rep.line(f"waiting for a worker to attach to {scheduler} (`dask worker {scheduler}`)")
+            client.wait_for_workers(1)
+            workers = n_workers(client)
+        rep.line(
+            f"reproduce --scale {scale}: {len(specs)} training runs, {len(memory_todo)} "
+            f"memory probes, {workers} worker(s) "
+            f"({'at ' + scheduler if scheduler else 'local'}); results in {out_dir}"
+        )
 
         def on_result(row: dict, skipped: bool) -> None:
             nonlocal trained
@@ -119,7 +136,11 @@ def reproduce(
             status = f"{s['experiment']} {s['variant']} {s['rule']} N={s['hidden']} {what}"
             rep.advance(1, status + (" (cached)" if skipped else ""))
 
-        run_all(specs, out_dir, jobs=jobs, on_result=on_result)
+        def on_failure(spec: ex.RunSpec, exc: BaseException) -> None:
+            failures.append(f"{spec.key}: {type(exc).__name__}: {exc}")
+            rep.advance(1, f"{spec.experiment} {spec.variant} {spec.rule} failed")
+
+        run_all(specs, out_dir, client=client, on_result=on_result, on_failure=on_failure)
         with (out_dir / MEMORY_FILE).open("a") as f:
             for method, length, hidden in memory_todo:
                 row = measure(method, length, hidden)
@@ -143,7 +164,8 @@ def reproduce(
         {
             "started": started.strftime("%Y-%m-%d %H:%M UTC"),
             "scale": scale,
-            "jobs": jobs,
+            "jobs": workers,
+            "scheduler": scheduler or "local",
             "trained": trained,
             "probes": len(memory_todo),
             "wall_s": round(wall, 1),
@@ -163,6 +185,13 @@ def reproduce(
     for c in claims:
         rep.line(f"claim {c.number}: {c.verdict} — {c.text}")
     rep.line(f"report: {out_dir / 'report.md'} ({len(names)} figures), {wall / 60:.1f} min")
+    if failures:
+        for line in failures:
+            rep.line(f"failed: {line}")
+        raise click.ClickException(
+            f"{len(failures)} run(s) failed and were not recorded; run the same command again "
+            "to retry them (finished runs are kept)"
+        )
 
 
 def _log_invocation(out_dir: Path, entry: dict) -> list[dict]:

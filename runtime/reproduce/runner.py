@@ -3,8 +3,9 @@
 Each finished configuration appends one line (its spec, per-epoch curves, whether and where
 it diverged, its wall time) and is flushed at once, so an interrupted command loses only
 the configurations still running, and running it again skips every key already in the
-file. Workers are separate processes; a configuration's result does not depend on which
-worker ran it or in what order (its seed fixes everything).
+file. The runs are tasks on a Dask cluster (:mod:`twinpass.runtime.cluster`); a
+configuration's result does not depend on which worker ran it or in what order (its seed
+fixes everything).
 """
 
 from __future__ import annotations
@@ -13,10 +14,9 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twinpass.kernels.errors import DataError, DivergenceError
 from twinpass.runtime.learner import OnlineLearner
@@ -25,6 +25,9 @@ from twinpass.runtime.training import EpochRecord, train
 
 from .correlation import decorrelation_loss, hidden_states
 from .experiments import RunSpec
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 RESULTS_FILE = "results.jsonl"
 MAX_WEIGHT = 1e4  # a weight beyond this counts as divergence, as in benchmarks/stability.py
@@ -95,12 +98,20 @@ def run_all(
     specs: Iterable[RunSpec],
     out_dir: str | os.PathLike[str],
     *,
-    jobs: int = 1,
+    client: Client | None = None,
     on_result: Callable[[dict[str, Any], bool], None] | None = None,
+    on_failure: Callable[[RunSpec, BaseException], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run every spec not yet in ``out_dir``'s results file; return all rows by key.
 
-    ``on_result(row, skipped)`` is called for each spec, as it finishes or is skipped.
+    With a Dask ``client`` (:func:`twinpass.runtime.cluster.open_client`) the runs are
+    tasks on its workers, the costliest first; without one they run here, one after the
+    other. This process alone appends to the results file, each row as its run finishes,
+    so a row is never written twice, and a worker that dies has its runs rerun by Dask.
+    ``on_result(row, skipped)`` is called for each spec, as it finishes or is skipped;
+    ``on_failure(spec, error)`` for a run that failed for good (its worker kept dying, or
+    it raised): it is left out of the file, so running the command again retries it. Without
+    ``on_failure`` the first such error is raised.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -118,20 +129,41 @@ def run_all(
     with path.open("a") as f:
 
         def keep(row: dict[str, Any]) -> None:
+            if row["key"] in rows:  # a task Dask ran twice: the first result stands
+                return
             f.write(json.dumps(row) + "\n")
             f.flush()
             rows[row["key"]] = row
             if on_result is not None:
                 on_result(row, False)
 
-        if jobs <= 1 or len(todo) <= 1:
+        def failed(spec: RunSpec, exc: BaseException) -> None:
+            if on_failure is None:
+                raise exc
+            on_failure(spec, exc)
+
+        if client is None:
             for spec in todo:
-                keep(run_spec(spec))
-        else:
-            with ProcessPoolExecutor(jobs) as pool:
-                futures = [pool.submit(run_spec, spec) for spec in todo]
-                for fut in as_completed(futures):
-                    keep(fut.result())
+                try:
+                    keep(run_spec(spec))
+                except Exception as exc:
+                    failed(spec, exc)
+            return rows
+        from distributed import as_completed
+
+        # pure=False: a rerun of the command must train again what it did not keep.
+        # priority: the longest runs first, so that the last minutes are not one long run.
+        futures = {
+            client.submit(run_spec, spec, pure=False, priority=len(todo) - i): spec
+            for i, spec in enumerate(todo)
+        }
+        for fut in as_completed(futures):
+            spec = futures[fut]
+            try:
+                keep(fut.result())
+            except Exception as exc:  # KilledWorker, or a bug in one configuration
+                failed(spec, exc)
+            fut.release()
     return rows
 
 
