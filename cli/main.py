@@ -22,6 +22,7 @@ from .plot import plot
 from .reproduce import reproduce
 from .stream import stream
 from .train import train
+from .tune import tune
 
 
 def _version() -> str:
@@ -56,6 +57,7 @@ cli.add_command(train)
 cli.add_command(stream)
 cli.add_command(plot)
 cli.add_command(reproduce)
+cli.add_command(tune)
 cli.add_command(devices)
 cli.add_command(deploy)
 cli.add_command(device)

@@ -28,6 +28,7 @@ from twinpass.runtime.streaming import (
     stop_on_signals,
 )
 
+from .config_file import config_option
 from .display import Reporter
 from .options import (
     RULE_OPTION_NAMES,
@@ -57,6 +58,7 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
 
 
 @click.command()
+@config_option
 @click.option(
     "--source",
     default="mackey-glass",

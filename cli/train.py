@@ -15,6 +15,7 @@ from twinpass.runtime.learner import OnlineLearner
 from twinpass.runtime.tasks import TASKS, make_task
 from twinpass.runtime.training import EpochRecord, evaluate, train_epoch
 
+from .config_file import config_option
 from .display import Reporter
 from .options import (
     RULE_OPTION_NAMES,
@@ -51,6 +52,7 @@ def _task_kwargs(task: str, data: str | None, horizon: int | None, pairing: str)
 
 
 @click.command()
+@config_option
 @click.option(
     "--task",
     type=click.Choice(TASKS),
