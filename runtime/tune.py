@@ -7,7 +7,7 @@ them the rule uses) on the first ``tune_rows`` rows of a stream, scored exactly 
 the best setting's score on the rows after them, which the search never saw, beside the
 default setting's on the same rows.
 
-How the work is split (docs/design.md §8):
+How the work is split (docs/design.md §10):
 
 - Optuna (ask and tell) runs in the client only, on its storage (an SQLite file by
   default): finished trials survive an interrupted tune, and a trial left running by one
