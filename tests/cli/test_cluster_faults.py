@@ -1,11 +1,12 @@
-"""`twinpass reproduce --scheduler`: a real scheduler and two real workers on loopback, one
-of them killed mid-run. The run finishes; every configuration is recorded exactly once."""
+"""`reproduce` and `tune` with `--scheduler`: a real scheduler and two real workers on
+loopback, one of them killed mid-run. The run finishes; nothing is lost or written twice."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -122,3 +123,39 @@ def test_a_worker_killed_mid_run_loses_nothing_and_doubles_nothing(
     assert len(set(keys)) == len(keys)
     assert f"at {address}" in stdout.decode()
     assert workers[0].poll() is not None  # the kill did happen
+
+
+def test_a_tune_survives_a_killed_worker(
+    tmp_path: Path, cluster: tuple[str, list[subprocess.Popen[bytes]]]
+) -> None:
+    address, workers = cluster
+    db = tmp_path / "tuned.db"
+
+    def finished() -> int:
+        if not db.exists():
+            return 0
+        with sqlite3.connect(db) as con:
+            try:
+                (n,) = con.execute(
+                    "SELECT COUNT(*) FROM trials WHERE state IN ('COMPLETE', 'PRUNED')"
+                ).fetchone()
+            except sqlite3.OperationalError:  # the tables are not created yet
+                return 0
+        return n
+
+    cmd = [
+        sys.executable, "-m", "twinpass.cli.main", "tune", "--trials", "16", "--hidden", "10",
+        "--tune-rows", "400", "--max-rows", "700", "--scheduler", address,
+    ]  # fmt: skip
+    run = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(lambda: finished() >= 2, 300, "the first trials")
+        os.killpg(workers[0].pid, signal.SIGKILL)
+        _, stderr = run.communicate(timeout=600)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, stderr.decode()
+    assert finished() == 16
+    assert json.loads((tmp_path / "tuned.json").read_text())["tuned"]["trials"] == 16
+    assert workers[0].poll() is not None
