@@ -75,7 +75,7 @@ def open_client(
             n_workers=n,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # a free port: two commands at once must not clash
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,
