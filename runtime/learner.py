@@ -190,12 +190,27 @@ class OnlineLearner:
             self._snapshot()
         return RunResult(pred[:, 0] if squeeze else pred, l1, l2, rollbacks)
 
-    def predict(self, inputs: Any, *, reset: bool = False) -> np.ndarray:
+    def predict(
+        self, inputs: Any, *, reset: bool = False, from_learning_state: bool = False
+    ) -> np.ndarray:
         """Outputs without learning, on an evaluation state separate from the learning one.
 
         inputs (n_in,), (T, n_in) or (T, b, n_in) for any b; ``reset`` starts from a zero
-        state, otherwise the evaluation state carries over between calls.
+        state, ``from_learning_state`` from the learning (clean) replica's state, as if the
+        stream learned so far went on with ``inputs``; otherwise the evaluation state
+        carries over between calls. The learning state is never moved.
         """
+        if from_learning_state:
+            if reset:
+                raise ConfigError("predict: reset and from_learning_state exclude each other")
+            state = self.device.export_state()
+            if "xh1" not in state:
+                raise ConfigError(
+                    f"the {self.device.info().name} device does not expose its learning state: "
+                    "predict from it on the host"
+                )
+            state["xh_eval"] = state["xh1"]
+            self.device.import_state(state)
         arr = np.asarray(inputs, dtype=self.dtype)
         if arr.ndim == 1:
             return self.device.predict(arr[None, None], reset=reset)[0, 0]

@@ -1,7 +1,8 @@
 """Packaging: the folders on disk, pyproject's package list and the installed distribution agree.
 
-twinpass is one distribution whose top-level folders (``runtime/``, ``kernels/``, ...) install
-under the implicit namespace ``twinpass`` through setuptools' ``package-dir``. The failure
+twinpass is one distribution: the package ``twinpass`` (the folder ``twinpass/``: the public
+API, imported lazily) and its sub-packages, the other top-level folders (``runtime/``,
+``kernels/``, ...), installed under it through setuptools' ``package-dir``. The failure
 modes checked here are silent ones: a sub-package missing from ``[tool.setuptools] packages``
 still imports under an editable install but is absent from the wheel; a generic top-level
 module (``runtime``, ``cli``) installed into site-packages; tests importing the working
@@ -41,6 +42,7 @@ PYPROJECT = _pyproject()
 SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
 PACKAGES: list[str] = SETUPTOOLS["packages"]
 PACKAGE_DIR: dict[str, str] = SETUPTOOLS["package-dir"]
+TOP = REPO / NAMESPACE  # the folder of the package `twinpass` itself (setuptools' default)
 ROOTS = sorted({REPO / d for d in PACKAGE_DIR.values()})
 
 
@@ -58,6 +60,8 @@ def _folder_of(package: str) -> Path:
 
 def _package_of(folder: Path) -> str:
     """The package name a folder under a package root installs as (inverse of _folder_of)."""
+    if folder == TOP:
+        return NAMESPACE
     matches = [
         (name, folder.relative_to(REPO / d))
         for name, d in PACKAGE_DIR.items()
@@ -68,7 +72,7 @@ def _package_of(folder: Path) -> str:
 
 
 def _folders_with_modules() -> set[Path]:
-    found = set()
+    found = {TOP} if list(TOP.glob("*.py")) else set()
     for root in ROOTS:
         for path in root.rglob("*.py"):
             if not SKIP_DIRS.intersection(path.relative_to(REPO).parts):
@@ -104,7 +108,9 @@ def test_every_folder_with_modules_is_a_listed_package() -> None:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_every_listed_package_exists_with_init_and_py_typed(package: str) -> None:
-    assert package.startswith(f"{NAMESPACE}."), f"{package!r} is not under the twinpass namespace"
+    assert package == NAMESPACE or package.startswith(f"{NAMESPACE}."), (
+        f"{package!r} is not twinpass or under it"
+    )
     folder = _folder_of(package)
     rel = folder.relative_to(REPO)
     assert folder.is_dir(), f"{package} maps to {rel}/, which does not exist"
@@ -112,10 +118,12 @@ def test_every_listed_package_exists_with_init_and_py_typed(package: str) -> Non
     assert (folder / "py.typed").is_file(), f"{rel}/py.typed is missing"
 
 
-def test_twinpass_is_an_implicit_namespace() -> None:
-    assert NAMESPACE not in PACKAGES
-    assert NAMESPACE not in PACKAGE_DIR
-    assert not list(REPO.glob(f"**/{NAMESPACE}/__init__.py")), "twinpass must have no __init__"
+def test_twinpass_is_the_package_in_its_own_folder() -> None:
+    assert NAMESPACE in PACKAGES
+    assert NAMESPACE not in PACKAGE_DIR, "twinpass/ is found where setuptools looks by default"
+    assert (TOP / "__init__.py").is_file()
+    others = [p for p in REPO.glob(f"*/**/{NAMESPACE}/__init__.py") if ".venv" not in p.parts]
+    assert not others, f"a second twinpass package: {others}"
 
 
 # --- the installed distribution ------------------------------------------------------------------
@@ -144,7 +152,8 @@ print(json.dumps({
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     generic = sorted(
-        {Path(d).name for d in PACKAGE_DIR.values()} | {p.split(".")[-1] for p in PACKAGES}
+        ({Path(d).name for d in PACKAGE_DIR.values()} | {p.split(".")[-1] for p in PACKAGES})
+        - {NAMESPACE}
     )
     out = subprocess.run(
         [sys.executable, "-c", _PROBE, *generic],
@@ -169,7 +178,8 @@ def test_console_script_is_declared(installed: dict) -> None:
 
 
 def test_installed_package_imports_from_the_install_not_the_cwd(installed: dict) -> None:
-    assert installed["twinpass_file"] is None, "twinpass must be a namespace without __init__.py"
+    top = Path(installed["twinpass_file"])
+    assert top.resolve() == (TOP / "__init__.py").resolve() or top.parent.name == NAMESPACE
     for key, folder in (("kernels_file", "kernels"), ("runtime_file", "runtime")):
         path = Path(installed[key])
         editable = path.resolve() == (REPO / folder / "__init__.py").resolve()
@@ -229,7 +239,7 @@ def _build_wheel(out: Path) -> Path:
         if f.is_file() and not f.name.startswith("."):
             shutil.copy2(f, src / f.name)
     ignore = shutil.ignore_patterns("__pycache__", "*.py[cod]", "*.nbi", "*.nbc")
-    for root in ROOTS:
+    for root in [*ROOTS, TOP]:
         shutil.copytree(root, src / root.name, ignore=ignore)
     dist = out / "dist"
     subprocess.run(
@@ -270,5 +280,5 @@ def test_wheel_holds_every_module_and_nothing_else(tmp_path: Path) -> None:
     )
     junk = sorted(n for n in names if "__pycache__" in n or n.endswith((".pyc", ".nbi", ".nbc")))
     assert not junk, f"caches in the wheel: {junk}"
-    assert f"{NAMESPACE}/__init__.py" not in names
+    assert f"{NAMESPACE}/__init__.py" in names
     assert f"{NAMESPACE} = {ENTRY_POINT}" in entry_points
