@@ -93,6 +93,9 @@ class TwinpassRegressor:
         for name, value in locals().items():
             if name not in ("self", "__class__"):
                 setattr(self, name, value)
+        # (the same, spelt out for type checkers, for the ones read as attributes)
+        self.n_hidden, self.seed, self.dtype = n_hidden, seed, dtype
+        self.on_divergence = on_divergence
         self.learner_: OnlineLearner | None = None
 
     # -- parameters ------------------------------------------------------------------------

@@ -133,7 +133,7 @@ _RANGES = {
 
 def given_params(base: RuleConfig) -> dict[str, float]:
     """``base``'s own values as Optuna parameters (clipped into the search's ranges)."""
-    values = {
+    values: dict[str, float | None] = {
         "lr": base.lr,
         "lr_hidden": base.hidden_lr,
         "sigma": base.sigma,
@@ -148,7 +148,9 @@ def given_params(base: RuleConfig) -> dict[str, float]:
     out = {}
     for n in names:
         lo, hi = ranges[n]
-        out[n] = float(min(max(values[n], lo), hi))
+        value = values[n]
+        assert value is not None  # searched() names only the fields the rule has
+        out[n] = float(min(max(value, lo), hi))
     return out
 
 
@@ -202,12 +204,10 @@ def run_slice(
     setting that diverges (that is a result: the worst)."""
     if previous is not None and previous.diverged:
         return previous
+    f = previous.forecaster if previous is not None else None
     try:
-        if previous is None:
+        if f is None:
             f = problem.forecaster(problem.base.replace(**setting))
-        else:
-            f = previous.forecaster
-        assert f is not None
         step = f.learn_block(data[lo:hi])
     except DivergenceError:
         return SliceResult(None)
@@ -367,8 +367,9 @@ def search(
         todo -= 1
     for fut in pending:
         trial, setting, i = running.pop(fut)
+        res: SliceResult | None
         try:
-            res: SliceResult = fut.result()
+            res = fut.result()
         except Exception:  # KilledWorker past Dask's retries, or a bug: not the setting's fault
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             report(trial, "failed", None)
@@ -404,6 +405,7 @@ def best_setting(study: optuna.Study) -> tuple[dict[str, float], float, int]:
             "no trial finished without diverging or being pruned: widen the search "
             "(--trials) or check the stream"
         ) from None
+    assert best.value is not None  # a complete trial has its value
     return setting_of(best.params), float(best.value), best.number
 
 
