@@ -78,6 +78,10 @@ def claim_close_to_bp(groups: dict[tuple, Group]) -> Claim:
                     ok = m >= MUCH_WORSE * anp
                     parts.append(f"{rule} {m:.3g} = {m / anp:.1f}x ANP")
                 verdicts.append(ok)
+            if "twinpass" in rules and bp is not None and rules["twinpass"].mean() is not None:
+                # Not part of the verdict (the claim is the paper's): where the default stands.
+                m = rules["twinpass"].mean()
+                parts.append(f"twinpass's default {m:.3g} = {m / bp[1]:.2f}x {bp[0]}")
             c.details.append(f"{label}: " + "; ".join(parts))
     c.held = all(verdicts) if verdicts else None
     return c
