@@ -12,7 +12,14 @@ from typing import Any
 
 from twinpass.kernels.errors import ConfigError
 
-RULES = ("anp", "np", "wp", "bp")
+RULES = ("anp", "np", "wp", "bp", "rtrl", "eprop", "uoro")
+#: The online gradient rules (docs/design.md §3.7-3.9): a clean replica, no perturbation.
+GRADIENT_RULES = ("rtrl", "eprop", "uoro")
+FEEDBACKS = ("symmetric", "random")
+#: Fields added after checkpoints and reproduce keys existed: :meth:`RuleConfig.to_dict`
+#: writes them only when they differ from their default, so that the dict (and the
+#: fingerprint) of a configuration that does not use them is what it was.
+_LATE_FIELDS = {"feedback": "symmetric"}
 OPTIMIZERS = ("sgd", "adam")
 READOUTS = ("rls", "nlms", "anp")
 BPTT_MODES = ("chunked", "sliding")
@@ -38,7 +45,13 @@ class RuleConfig:
     """How the network learns. Every field is plain data (it goes into checkpoints).
 
     rule: ``anp`` (activity-based node perturbation), ``np`` (node perturbation), ``wp``
-    (weight perturbation) or ``bp`` (truncated backprop through time, the baseline).
+    (weight perturbation), ``bp`` (truncated backprop through time, the baseline), or an
+    online gradient rule: ``rtrl`` (exact, O(N³) memory), ``eprop`` (eligibility traces),
+    ``uoro`` (unbiased rank-one estimate); these run one clean replica and learn their
+    readout like ANP (RLS by default).
+    feedback: how a gradient rule sends the output error back to the hidden units:
+    ``symmetric`` (B's hidden columns, the true gradient) or ``random`` (a fixed random
+    matrix, e-prop's random feedback).
     decorrelation: add the decorrelation rule (DANP, DNP, DWP, DBP) with rate ``eps``.
     lr, sigma: learning rate and perturbation standard deviation.
     bptt_window: K of truncated BPTT (1 = the reference's one-step BP); ``bp`` only.
@@ -102,6 +115,7 @@ class RuleConfig:
     guard_every: int = 1000
     bptt_mode: str = "chunked"
     clip: float | None = 1.0
+    feedback: str = "symmetric"
 
     def __post_init__(self) -> None:
         for name in ("lr", "sigma", "eps", "gain"):
@@ -133,6 +147,15 @@ class RuleConfig:
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
         if self.lr == 0:
             raise ConfigError("lr must be > 0")
+        if self.feedback not in FEEDBACKS:
+            raise ConfigError(
+                f"unknown feedback {self.feedback!r}: choose one of {', '.join(FEEDBACKS)}"
+            )
+        if self.feedback != "symmetric" and self.rule not in GRADIENT_RULES:
+            raise ConfigError(
+                f"feedback {self.feedback!r} is for the gradient rules "
+                f"({', '.join(GRADIENT_RULES)}), not {self.rule}"
+            )
         if self.rule in ("np", "wp") and self.sigma == 0:
             raise ConfigError(f"{self.rule.upper()} divides by sigma: sigma must be > 0")
         if self.rule == "anp" and self.sigma == 0 and not self.two_noisy_passes:
@@ -141,7 +164,7 @@ class RuleConfig:
             raise ConfigError(f"bptt_window must be >= 1, got {self.bptt_window}")
         if self.resync_every < 0:
             raise ConfigError(f"resync_every must be >= 0 (0 = never), got {self.resync_every}")
-        if self.two_noisy_passes and self.rule in ("wp", "bp"):
+        if self.two_noisy_passes and self.rule not in ("anp", "np"):
             raise ConfigError(
                 f"{self.rule.upper()} cannot learn from two noisy passes: it needs a clean one"
             )
@@ -154,7 +177,8 @@ class RuleConfig:
         if self.readout is None:
             # The exact readout where the kernels offer it; WP and BP learn theirs by their
             # own estimate (a perturbation, a gradient).
-            object.__setattr__(self, "readout", "rls" if self.rule in ("anp", "np") else "anp")
+            exact = self.rule not in ("wp", "bp")
+            object.__setattr__(self, "readout", "rls" if exact else "anp")
         for name in ("forgetting", "readout_p0", "readout_step", "leak"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -237,7 +261,11 @@ class RuleConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        for name, default in _LATE_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RuleConfig:
