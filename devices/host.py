@@ -12,13 +12,18 @@ from typing import Any
 import numpy as np
 
 from twinpass.kernels.api import (
+    GRADIENT_RULES,
+    GRADIENT_STATE_FIELDS,
     LEARN_STATE_FIELDS,
     Dims,
+    allocate_gradient_state,
+    allocate_gradient_workspace,
     allocate_learn_state,
     allocate_workspace,
     check_array,
     network_dims,
     run_forward,
+    run_gradient,
     run_perturbation,
 )
 from twinpass.kernels.bptt import (
@@ -73,7 +78,7 @@ class HostDevice:
         return DeviceInfo(
             name=self.name,
             description="this CPU, Numba-compiled kernels, exact float arithmetic",
-            rules=("anp", "np", "wp", "bp"),
+            rules=("anp", "np", "wp", "bp", *GRADIENT_RULES),
             dtypes=("float32", "float64"),
             exact=True,
             readouts=("rls", "nlms", "anp"),
@@ -95,7 +100,10 @@ class HostDevice:
         check_params(params)
         check_batch(batch)
         self._check_rule(rule)
-        check_label_delay(label_delay, None, self.name)
+        # The gradient rules pair each step's influence with its own label (no ring of
+        # past traces): they learn without a label delay.
+        grad = rule["rule"] in GRADIENT_RULES
+        check_label_delay(label_delay, 0 if grad else None, f"{self.name} ({rule['rule']})")
         arrays = tuple(
             np.ascontiguousarray(np.array(params[k], dtype=self.dtype)) for k in PARAM_NAMES
         )
@@ -106,6 +114,7 @@ class HostDevice:
         self.batch = int(batch)
         name = self._rule["rule"]
         self._bp = name == "bp"
+        self._grad = name in GRADIENT_RULES
         self._decor = bool(self._rule.get("decorrelation", False))
         self._gain = (
             float(np.sqrt(dims.n_total))
@@ -130,6 +139,10 @@ class HostDevice:
             p0=float(self._rule.get("readout_p0", 1e4)),
             seed=seed,
         )
+        if self._grad:
+            feedback = str(self._rule.get("feedback", "symmetric"))
+            self._gstate = allocate_gradient_state(dims, nb, name, feedback=feedback, seed=seed)
+            self._gws = allocate_gradient_workspace(dims, nb, name, decorrelation=self._decor)
         if self._bp:
             self._bufs = bptt_scratch(
                 dims.n_in,
@@ -157,6 +170,8 @@ class HostDevice:
         # Pending updates belong to the old sequence: their labels will never come.
         self._learn.counts[C_FILL] = 0
         self._learn.counts[C_HEAD] = 0
+        if self._grad:
+            self._gstate.reset()
         r = self._rule
         if self._bp and r.get("bptt_mode", "sliding") == "chunked":
             # The sequence has ended: a chunked window's partial gradient is applied now,
@@ -208,6 +223,34 @@ class HostDevice:
                 leak=float(r.get("leak", 1.0)),
                 decor_eps=float(r.get("eps", 0.0)) if self._decor else 0.0,
             )
+            return StepResult(pred, loss1, loss1.copy(), applied)
+        if self._grad:
+            applied = run_gradient(
+                params,
+                self._xh1,
+                self._rng,
+                U,
+                Y,
+                pred,
+                loss1,
+                self._gws,
+                self._gstate,
+                self._learn,
+                rule=r["rule"],
+                lr=float(r["lr"]),
+                lr_hidden=r.get("lr_hidden"),
+                eps=float(r.get("eps", 0.0)),
+                decorrelation=self._decor,
+                readout=r.get("readout", "rls"),
+                leak=float(r.get("leak", 1.0)),
+                readout_step=float(r.get("readout_step", 0.5)),
+                forgetting=float(r.get("forgetting", 1.0)),
+                readout_p0=float(r.get("readout_p0", 1e4)),
+                radius_bound=r.get("radius_bound"),
+                guard_every=int(r.get("guard_every", 1000)),
+                feedback=str(r.get("feedback", "symmetric")),
+            )
+            # One clean replica: its loss stands for both.
             return StepResult(pred, loss1, loss1.copy(), applied)
         loss2 = np.zeros(T)
         applied = run_perturbation(
@@ -308,6 +351,8 @@ class HostDevice:
         state.update({f"learn.{f}": getattr(self._learn, f) for f in LEARN_STATE_FIELDS})
         if self._bp:
             state.update({f"bptt.{f}": getattr(self._bufs, f) for f in STATE_FIELDS})
+        if self._grad:
+            state.update({f"grad.{f}": getattr(self._gstate, f) for f in GRADIENT_STATE_FIELDS})
         return state
 
     def _check_rule(self, rule: Mapping[str, Any]) -> None:

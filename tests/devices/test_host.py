@@ -35,7 +35,7 @@ def test_is_a_device_and_describes_itself() -> None:
     assert isinstance(dev, Device)
     info = dev.info()
     assert info.name == "host" and info.exact
-    assert set(info.rules) == {"anp", "np", "wp", "bp"}
+    assert set(info.rules) == {"anp", "np", "wp", "bp", "rtrl", "eprop", "uoro"}
     assert set(info.dtypes) == {"float32", "float64"}
 
 
