@@ -10,7 +10,14 @@ import click
 from twinpass.devices.base import Device
 from twinpass.devices.registry import make_device, parse_spec
 from twinpass.kernels.errors import ConfigError
-from twinpass.runtime.config import BPTT_MODES, PAPER_NETWORK, READOUTS, RULES, RuleConfig
+from twinpass.runtime.config import (
+    BPTT_MODES,
+    FEEDBACKS,
+    PAPER_NETWORK,
+    READOUTS,
+    RULES,
+    RuleConfig,
+)
 
 _DEFAULT = RuleConfig()
 
@@ -40,6 +47,7 @@ RULE_OPTION_NAMES = (
     "guard_every",
     "bptt_mode",
     "clip",
+    "feedback",
     "reference",
 )
 
@@ -69,7 +77,9 @@ def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
             default="anp",
             show_default=True,
             help="anp: activity-based node perturbation; np: node perturbation; "
-            "wp: weight perturbation; bp: truncated backprop (baseline).",
+            "wp: weight perturbation; bp: truncated backprop (baseline); the online gradient "
+            "rules rtrl (exact, O(N³) memory), eprop (eligibility traces), uoro (unbiased "
+            "rank-one estimate).",
         ),
         click.option(
             "--decorrelation/--no-decorrelation",
@@ -218,6 +228,14 @@ def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
             type=float,
             default=None,
             help=f"BP: global gradient-norm clipping threshold [default: {_DEFAULT.clip}].",
+        ),
+        click.option(
+            "--feedback",
+            type=click.Choice(FEEDBACKS),
+            default=None,
+            help="rtrl, eprop, uoro: send the output error back through the readout's "
+            "weights (symmetric, the gradient) or a fixed random matrix (random) "
+            "[default: symmetric].",
         ),
         click.option(
             "--reference",
