@@ -21,7 +21,9 @@ pass nor a perturbation (docs/design.md §4). Two rules:
   pulled back by a diagonal congruence ``P <- S P S``, which keeps P positive definite.
 - NLMS: ``B -= μ (B f - y) fᵀ / (δ + ‖f‖²)``, the rule a fixed-point device can run.
 
-Every helper is ``inline="always"`` (see :mod:`.decorrelation` on why).
+Every helper is ``inline="always"`` (see :mod:`.decorrelation` on why) but the two sweeps
+over P, :func:`rls_pass` and :func:`rls_apply`, compiled on their own with the kernels' own
+flags: inlined, the sweep ran 2-3x slower.
 """
 
 from __future__ import annotations
@@ -55,7 +57,28 @@ def rls_reset(P, p0):
         P[i, i] = p0
 
 
-@njit(inline="always")
+#: The two functions below sweep P (F² elements) and are compiled on their own, not inlined
+#: into the kernels: inlined, the sweep ran 2-3x slower than the same loop compiled alone
+#: (measured at N = 100 and 500, benchmarks/RESULTS.md). Their flags are the kernels'.
+_P_JIT = {"inline": "never", "fastmath": {"reassoc", "nsz"}, "error_model": "numpy"}
+
+
+@njit(**_P_JIT)
+def rls_apply(P, h, inv):
+    """``P <- (P - h hᵀ) inv``: a pending update applied alone (the end of a block).
+
+    ``inv`` comes in as an argument in both places that scale P, here and in
+    :func:`rls_pass`: computed next to the product, ``x * (1 / λ)`` may be compiled as
+    ``x / λ`` (another rounding), and the two paths must give the same bits.
+    """
+    F = P.shape[0]
+    for i in range(F):
+        hi = -h[i]
+        for j in range(F):
+            P[i, j] = fma(hi, h[j], P[i, j]) * inv
+
+
+@njit(**_P_JIT)
 def rls_pass(P, h, inv, pending, f, g):
     """Apply the pending update ``P <- (P - h hᵀ) inv`` (if ``pending``) and ``g = P f``.
 
@@ -153,12 +176,7 @@ def rls_flush(P, h, pend, lam):
     """Apply a pending update of P (the end of a block): P is current between calls."""
     if pend[0] == 0:
         return
-    F = P.shape[0]
-    inv = 1.0 / lam
-    for i in range(F):
-        hi = -h[i]
-        for j in range(F):
-            P[i, j] = fma(hi, h[j], P[i, j]) * inv
+    rls_apply(P, h, 1.0 / lam)
     pend[0] = 0
 
 
