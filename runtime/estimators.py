@@ -88,6 +88,7 @@ class TwinpassRegressor:
         guard_every: int = _D.guard_every,
         bptt_mode: str = _D.bptt_mode,
         clip: float | None = _D.clip,
+        feedback: str = _D.feedback,
     ) -> None:
         # scikit-learn's convention: store the arguments as given, validate when fitting.
         for name, value in locals().items():
