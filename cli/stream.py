@@ -21,6 +21,7 @@ from twinpass.runtime.metrics import DEFAULT_ALPHA, MetricsLog, metrics_format
 from twinpass.runtime.sources import open_source, parse_source_spec
 from twinpass.runtime.streaming import (
     CHUNK,
+    DEFAULT_OUTLIER_Z,
     PREDICTORS,
     TARGET_MODES,
     StreamForecaster,
@@ -139,6 +140,16 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
     "malformed: a missing input carries its last value, a missing target is not learned.",
 )
 @click.option(
+    "--outlier-z",
+    type=click.FloatRange(0, max_open=False),
+    default=DEFAULT_OUTLIER_Z,
+    show_default=True,
+    help="A cell further than this many running standard deviations from its column's "
+    "running mean (a sensor glitch such as 1e30) is forecast from but not learned from, "
+    "not scored and not absorbed into the normaliser; counted and listed (outlier_rows). "
+    "0 turns the bound off.",
+)
+@click.option(
     "--max-steps",
     type=click.IntRange(0),
     default=None,
@@ -183,6 +194,7 @@ def stream(
     metrics_out: str | None,
     metrics_every: int,
     on_bad_row: str,
+    outlier_z: float,
     max_steps: int | None,
     json_out: str | None,
     chunk_size: int,
@@ -256,6 +268,7 @@ def stream(
         _check_resume(ctx, saved, source, columns, target, horizon, hidden, seed, dtype, config)
         _check_resume_target(ctx, forecaster, target_input, target_mode)
         _check_resume_metrics(ctx, saved, metrics_every)
+        _check_resume_outliers(ctx, forecaster, outlier_z)
         if not is_explicit(ctx, "source"):
             source = saved["source"]
         horizon, hidden, seed, dtype = (saved[k] for k in ("horizon", "hidden", "seed", "dtype"))
@@ -298,6 +311,7 @@ def stream(
                     device=dev,
                     target_input=target_input,
                     target_mode=target_mode,
+                    outlier_z=outlier_z or None,
                 )
             elif len(cols) != forecaster.n_inputs:  # pragma: no cover - layout is saved
                 raise click.UsageError("the checkpoint's columns do not match the source")
@@ -364,6 +378,9 @@ def stream(
 
     summary = {
         **forecaster.summary(),
+        "outliers_first": [
+            {"row": r, "column": cols[c], "value": v} for r, c, v in forecaster.outliers_first
+        ],
         "skipped_rows": src.skipped,
         "skipped_first": [{"line": ln, "reason": r} for ln, r in src.first_skipped],
         "wall_s": outcome.wall_s,
@@ -475,6 +492,15 @@ def _summarise(report: Reporter, s: dict[str, Any], rule_name: str, hidden: int)
         report.line(
             f"skipped rows at lines {lines}{more} (line {first['line']}: {first['reason']})"
         )
+    if s["outlier_rows"]:
+        first = s["outliers_first"][0]
+        more = ", ..." if s["outlier_rows"] > len(s["outliers_first"]) else ""
+        rows = ", ".join(str(o["row"]) for o in s["outliers_first"])
+        report.line(
+            f"{s['outlier_rows']:,} rows with outliers (beyond {s['outlier_z']:g} running "
+            f"standard deviations; forecast from, not learned): data rows {rows}{more} "
+            f"(row {first['row']}: {first['column']} = {first['value']:g})"
+        )
     stopped = s["stopped_by"]
     if s["checkpoint"] is not None and s["checkpoint_step"] is not None:
         report.line(
@@ -546,6 +572,14 @@ def _check_resume_target(
         raise click.UsageError(
             "the checkpoint was made with " + "; ".join(clashes) + ": drop the clashing "
             "options to continue it, or start a new run with another --checkpoint"
+        )
+
+
+def _check_resume_outliers(ctx: click.Context, f: StreamForecaster, outlier_z: float) -> None:
+    if is_explicit(ctx, "outlier_z") and (outlier_z or None) != f.outlier_z:
+        raise click.UsageError(
+            f"the checkpoint was made with --outlier-z {f.outlier_z or 0:g}: drop --outlier-z "
+            "to continue it"
         )
 
 

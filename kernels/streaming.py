@@ -146,3 +146,54 @@ def accumulate_errors(
         raise ShapeError(f"rows has shape {rows.shape}, needs at least ({need}, {1 + 2 * K})")
     check_array("rows", rows, rows.shape, F64)
     return int(_accumulate_errors(P, truth, count, sse, ema, float(alpha), int(every), rows))
+
+
+@njit(cache=True)
+def _screen_column(x, count, mean, m2, bound, warmup, outlier):  # pragma: no cover - compiled
+    # The same Welford arithmetic as _normalize_block on one column, so a cell's verdict
+    # depends only on the accepted cells before it, however the stream is cut into blocks.
+    n = count[0]
+    mu = mean[0]
+    q = m2[0]
+    for t in range(x.shape[0]):
+        s = 1.0
+        if n >= 2 and q > 0.0:
+            s = math.sqrt(q / (n - 1))
+        v = x[t]
+        if n >= warmup and abs(v - mu) > bound * s:
+            outlier[t] = True
+            continue
+        outlier[t] = False
+        delta = v - mu
+        mu = mu + delta / (n + 1)
+        q = q + delta * (v - mu)
+        n += 1
+
+
+def screen_column(
+    x: np.ndarray,
+    count: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    bound: float,
+    warmup: int,
+) -> np.ndarray:
+    """Which cells of one column's observed values ``x`` (n,) are outliers.
+
+    A cell is an outlier when it lies more than ``bound`` running standard deviations from
+    the running mean of the accepted cells before it (once ``warmup`` cells were accepted);
+    outliers are left out of the statistics that judge the cells after them. count (1,)
+    int64, mean (1,) and m2 (1,) float64: the column's Welford accumulators, not changed.
+    Returns a bool mask (n,).
+    """
+    if not isinstance(x, np.ndarray) or x.ndim != 1:
+        raise ShapeError("x must be a 1-d float64 array")
+    check_array("x", x, (x.shape[0],), F64)
+    check_array("count", count, (1,), I64)
+    check_array("mean", mean, (1,), F64)
+    check_array("m2", m2, (1,), F64)
+    if not bound > 0.0:
+        raise ConfigError(f"the outlier bound must be > 0, got {bound}")
+    out = np.zeros(x.shape[0], np.bool_)
+    _screen_column(x, count, mean, m2, float(bound), int(warmup), out)
+    return out

@@ -11,6 +11,12 @@ A missing cell (NaN) is not observed: it leaves the statistics alone and carries
 column's last observed value, standardised with the statistics of that moment; before the
 column has any observed value it is 0 (the column's running mean, in normalised units).
 
+An outlier bound (``outlier_z``) guards the statistics: once a column has ``OUTLIER_WARMUP``
+accepted cells, a cell further than ``outlier_z`` running standard deviations from its
+running mean is an outlier. It is treated as missing (carried, never added to the
+statistics) and reported in ``Normalized.outliers``, so a single extreme value (a sensor's
+1e30) cannot capture the mean and scale for the rest of the stream.
+
     >>> norm = RunningNormalizer(2, keep=1)
     >>> Z, loc, scale = norm.update(rows)          # rows (T, 2) float64, NaN: missing
     >>> original = prediction * scale + loc        # back to column 1's units
@@ -25,21 +31,27 @@ from typing import Any
 import numpy as np
 
 from twinpass.kernels.errors import ConfigError
-from twinpass.kernels.streaming import normalize_block
+from twinpass.kernels.streaming import normalize_block, screen_column
 
 _KIND = "twinpass.running-normalizer"
+
+OUTLIER_WARMUP = 30
+"""Accepted cells a column needs before its outliers are judged: a scale from fewer
+cells is too noisy to call anything extreme."""
 
 
 @dataclass(frozen=True)
 class Normalized:
     """A normalised block: Z (T, C) with missing cells carried; loc and scale (T,) of
     column ``keep`` for each row; filled (T, C): the rows with missing cells carried, in
-    the original units (NaN where the column had no observed value yet)."""
+    the original units (NaN where the column had no observed value yet); outliers (T, C):
+    the cells treated as missing because they lay beyond the outlier bound."""
 
     Z: np.ndarray
     loc: np.ndarray
     scale: np.ndarray
     filled: np.ndarray
+    outliers: np.ndarray
 
 
 def _scale(n: int, m2: float) -> float:
@@ -50,9 +62,12 @@ def _scale(n: int, m2: float) -> float:
 class RunningNormalizer:
     """Running per-column standardisation; column ``keep``'s location and scale are reported."""
 
-    def __init__(self, n_columns: int, keep: int = -1) -> None:
+    def __init__(self, n_columns: int, keep: int = -1, outlier_z: float | None = None) -> None:
         if int(n_columns) < 1:
             raise ConfigError(f"n_columns must be >= 1, got {n_columns}")
+        if outlier_z is not None and not (math.isfinite(outlier_z) and outlier_z > 0):
+            raise ConfigError(f"outlier_z must be a number > 0 (or None: off), got {outlier_z}")
+        self.outlier_z = float(outlier_z) if outlier_z is not None else None
         self.n_columns = int(n_columns)
         self.keep = int(keep) % self.n_columns
         self.rows = 0
@@ -87,6 +102,21 @@ class RunningNormalizer:
         if X.ndim != 2 or X.shape[1] != self.n_columns:
             raise ConfigError(f"rows must be shaped (T, {self.n_columns}), got {X.shape}")
         T, C = X.shape
+        outliers = np.zeros((T, C), np.bool_)
+        if self.outlier_z is not None:
+            X = X.copy()
+            for c in range(C):
+                seen = ~np.isnan(X[:, c])
+                mask = screen_column(
+                    np.ascontiguousarray(X[seen, c]),
+                    self.count[c : c + 1],
+                    self.mean[c : c + 1],
+                    self.m2[c : c + 1],
+                    self.outlier_z,
+                    OUTLIER_WARMUP,
+                )
+                outliers[np.flatnonzero(seen)[mask], c] = True
+            X[outliers] = np.nan  # missing from here on: carried, never absorbed
         Z = np.empty_like(X)
         filled = X.copy()
         loc = np.empty(T)
@@ -124,7 +154,7 @@ class RunningNormalizer:
             if n_obs:
                 self.last[c] = xo[-1, 0]
         self.rows += T
-        return Normalized(Z, loc, scale, filled)
+        return Normalized(Z, loc, scale, filled, outliers)
 
     def state(self) -> dict[str, Any]:
         """Plain data (ints and lists of floats): float64 values survive msgpack exactly."""
@@ -136,6 +166,7 @@ class RunningNormalizer:
             "mean": self.mean.tolist(),
             "m2": self.m2.tolist(),
             "last": self.last.tolist(),
+            "outlier_z": self.outlier_z,
         }
 
     @classmethod
@@ -146,7 +177,8 @@ class RunningNormalizer:
         m2 = np.array(state["m2"], dtype=np.float64)
         if mean.ndim != 1 or mean.shape != m2.shape or mean.size < 1:
             raise ConfigError("running-normaliser state has inconsistent mean and m2")
-        self = cls(mean.size, state["keep"])
+        # Checkpoints from before the outlier bound streamed without one.
+        self = cls(mean.size, state["keep"], state.get("outlier_z"))
         count = state["count"]
         if isinstance(count, int):  # one count for all columns (no missing cells then)
             self.count[:] = count
