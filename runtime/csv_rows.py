@@ -7,7 +7,9 @@ row-by-row scan only to locate (and skip or report) the bad rows.
 
 An empty field (or one of blanks) in a used column is a *missing* cell, not a bad row: it
 becomes NaN, which the stream carries (an input) or leaves unlearned (the target). Text that
-is not a number, NaN or infinity written out, and a wrong number of fields are bad rows.
+is not a number, NaN or infinity written out, a number beyond float32's range (the network
+computes in float32: 1e200 would overflow it and end the stream), and a wrong number of
+fields are bad rows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ import numpy as np
 from twinpass.kernels.errors import ConfigError, DataError
 
 BAD_ROW_POLICIES = ("error", "skip")
+MAX_VALUE = float(np.finfo(np.float32).max)
+"""The largest magnitude a cell may have: float32's range, in which the network learns."""
+
 MAX_REPORTED_SKIPS = 10
 """How many skipped rows are reported by line number (all are counted)."""
 
@@ -192,6 +197,7 @@ class RowParser:
                 # NaN is fine only where the field was empty: "nan" and "inf" are bad rows.
                 bad = np.argwhere(~np.isfinite(out))
                 ok = all(not cols[sel[j]][i].strip() for i, j in bad)
+                ok = ok and not (np.abs(out) > MAX_VALUE).any()
         if ok:
             return out, len(records), None
         return self._convert_slowly(records, lines, recs, out)
@@ -232,6 +238,11 @@ class RowParser:
                 return f"column {header[c]!r}: not a number: {text!r}"
             if not math.isfinite(v):
                 return f"column {header[c]!r}: {text.strip()!r} is not a finite number"
+            if abs(v) > MAX_VALUE:
+                return (
+                    f"column {header[c]!r}: {text.strip()!r} is beyond float32's range "
+                    f"(±{MAX_VALUE:.3g}), in which the network learns"
+                )
             row[j] = v
         return None
 

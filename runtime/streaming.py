@@ -27,6 +27,12 @@ Framing, strictly causal for every horizon h, for data row t (0-based):
   is neither learned from nor scored (``unlabelled_rows``). y[t] for persistence and delta
   mode is the last known target value. Learners that cannot leave a step unlearned (the BP
   rule, devices without a label delay) stop with a DataError at a missing target.
+- Outliers (``outlier_z``, :mod:`twinpass.runtime.normalize`): a cell further than
+  ``outlier_z`` running standard deviations from its column's running mean is treated as
+  missing, so it is never absorbed into the normaliser: an outlier input is carried, a row
+  with an outlier target is forecast but neither learned from (where the learner can leave
+  a step unlearned; otherwise it learns the carried value) nor scored. Rows with outliers
+  are counted in ``outlier_rows`` and the first ones listed.
 - A device that holds no label delay (or the WP and BP rules) learns horizon 1 by pairing
   the input of row t-1 with the target of row t, the same order of operations; a longer
   horizon on it is refused.
@@ -61,10 +67,10 @@ from typing import Any
 import numpy as np
 
 from twinpass.devices.base import Device
-from twinpass.kernels.errors import CheckpointError, ConfigError, DataError
+from twinpass.kernels.errors import CheckpointError, ConfigError, DataError, DivergenceError
 
 from .config import RuleConfig
-from .learner import OnlineLearner
+from .learner import OnlineLearner, RunResult
 from .metrics import DEFAULT_ALPHA, MetricsLog, PrequentialMetrics
 from .normalize import RunningNormalizer
 from .params import Params
@@ -78,6 +84,13 @@ CHUNK = 4096
 _FORMAT = "twinpass.stream"
 _VERSION = 2
 """2: causal forecasts (label delay = horizon), missing cells, target modes."""
+
+DEFAULT_OUTLIER_Z = 20.0
+"""The default outlier bound, in running standard deviations: far beyond what a sensor's
+ordinary noise reaches, far short of a glitch's 1e30."""
+
+MAX_LISTED_OUTLIERS = 10
+"""How many outlier cells are listed by row (all rows with one are counted)."""
 
 _NO_DELAY_RULES = ("wp", "bp")
 """Rules whose kernels learn with no label delay."""
@@ -151,6 +164,12 @@ class StreamForecaster:
     target_mode:
         ``level`` (learn the standardised target) or ``delta`` (learn its change over the
         horizon, in units of its scale: persistence is the zero output).
+    outlier_z:
+        The outlier bound in running standard deviations (None: no bound), see the module
+        doc.
+    on_divergence:
+        ``raise`` (stop with a DivergenceError naming the data row) or ``rollback`` (the
+        last good parameters, and go on), as for :class:`OnlineLearner`.
     """
 
     CAUSAL = True
@@ -171,6 +190,8 @@ class StreamForecaster:
         device: Device | None = None,
         target_input: bool = True,
         target_mode: str = "level",
+        outlier_z: float | None = DEFAULT_OUTLIER_Z,
+        on_divergence: str = "raise",
         _learner: OnlineLearner | None = None,
         _initial: Params | None = None,
     ) -> None:
@@ -201,6 +222,7 @@ class StreamForecaster:
                 dtype=dtype,
                 device=device,
                 label_delay=delay,
+                on_divergence=on_divergence,
             )
         elif _learner.label_delay not in (h, 0) or (_learner.label_delay == 0 and h != 1):
             raise ConfigError(
@@ -227,7 +249,7 @@ class StreamForecaster:
             dtype=ln.dtype,
             params=_initial if _initial is not None else ln.params,
         )
-        self.normalizer = RunningNormalizer(self.n_inputs, keep=-1)
+        self.normalizer = RunningNormalizer(self.n_inputs, keep=-1, outlier_z=outlier_z)
         self.metrics = PrequentialMetrics(PREDICTORS, alpha=ema_alpha, every=metrics_every)
         # The last min(rows, h) rows: their inputs, the target's location, scale and known
         # level, and the forecasts made at them (model, persistence, initial; in units),
@@ -240,6 +262,12 @@ class StreamForecaster:
         self.rows_seen = 0
         self.carried_cells = 0
         self.unlabelled_rows = 0
+        self.outlier_rows = 0
+        self.outliers_first: list[tuple[int, int, float]] = []  # (row, column, value)
+
+    @property
+    def outlier_z(self) -> float | None:
+        return self.normalizer.outlier_z
 
     @property
     def label_delay(self) -> int:
@@ -290,8 +318,13 @@ class StreamForecaster:
         norm = self.normalizer.update_carrying(X)
         Z, loc, scale = norm.Z, norm.loc, norm.scale
         missing = np.isnan(X)
-        truth_all = X[:, -1]
         unlabelled = missing[:, -1]
+        outlier = norm.outliers
+        bad_target = outlier[:, -1]
+        # An outlier target is replaced by the carried level: learned only by learners that
+        # cannot leave a step unlearned, never scored.
+        truth_all = np.where(bad_target, norm.filled[:, -1], X[:, -1])
+        self._note_outliers(X, outlier)
         self.carried_cells += int(missing[:, : self._n_in_cols].sum())
         self.unlabelled_rows += int(unlabelled.sum())
         # The target level known at each row: its value, carried, or (nothing known) the
@@ -316,6 +349,8 @@ class StreamForecaster:
             due = made_at >= 0
             src = made_at[due]
             Y[due] = (truth_all[due] - c_level[src]) / c_scale[src]
+        if self._skips_labels:
+            Y[bad_target] = np.nan
         dt = self.learner.dtype
         if self._lag == 0:
             steps_at = np.arange(k, k + n)  # the row each step's forecast is made at
@@ -326,7 +361,7 @@ class StreamForecaster:
             labels = Y[first:]
         if len(steps_at):
             Ub = c_u[steps_at].astype(dt)
-            res = self.learner.run(Ub, labels[:, None].astype(dt))
+            res = self._run(Ub, labels[:, None].astype(dt), self.rows_seen - k + steps_at)
             p_model = res.predictions[:, 0].astype(np.float64)
             p_init = self.initial.predict(Ub, reset=False)[:, 0].astype(np.float64)
             sc, lv = c_scale[steps_at], c_level[steps_at]
@@ -335,7 +370,7 @@ class StreamForecaster:
             c_fc[steps_at, 1] = lv
             c_fc[steps_at, 2] = p_init * sc + base
 
-        scored = (made_at >= 0) & ~unlabelled
+        scored = (made_at >= 0) & ~unlabelled & ~bad_target
         P = c_fc[made_at[scored]]
         truth = truth_all[scored]
         snap = self.metrics.update(P, truth)
@@ -347,6 +382,38 @@ class StreamForecaster:
         self._tail_fc = c_fc[-keep:].copy()
         self.rows_seen += n
         return StreamStep(P, truth, snap)
+
+    def _run(self, U: np.ndarray, Y: np.ndarray, rows: np.ndarray) -> RunResult:
+        """The learner's run on a block whose steps are at data ``rows``; a divergence
+        names the data row of the step, and the row's values when they are extreme."""
+        ln = self.learner
+        before = ln.steps
+        try:
+            return ln.run(U, Y)
+        except DivergenceError as e:
+            j = min(max(e.step - before, 0), len(rows) - 1)
+            row = int(rows[j])
+            z = np.abs(U[j]).max(initial=0.0)
+            cause = (
+                f"; its normalised inputs reach {z:.3g}: the data caused it"
+                if not np.isfinite(z) or z > 1e3
+                else ""
+            )
+            raise DivergenceError(
+                f"{ln.config.name} diverged at step {e.step}, on data row {row} of the stream "
+                f"(counted from 0){cause}; lower the learning rate, or roll back to the last "
+                "good parameters and go on (--on-divergence rollback)",
+                step=e.step,
+                rule=e.rule,
+            ) from e
+
+    def _note_outliers(self, X: np.ndarray, outlier: np.ndarray) -> None:
+        rows = np.flatnonzero(outlier.any(axis=1))
+        self.outlier_rows += len(rows)
+        for r in rows:
+            for c in np.flatnonzero(outlier[r]):
+                if len(self.outliers_first) < MAX_LISTED_OUTLIERS:
+                    self.outliers_first.append((self.rows_seen + int(r), int(c), float(X[r, c])))
 
     @property
     def _n_in_cols(self) -> int:
@@ -360,6 +427,8 @@ class StreamForecaster:
             "rows": self.rows_seen,
             "unlabelled_rows": self.unlabelled_rows,
             "carried_cells": self.carried_cells,
+            "outlier_z": self.outlier_z,
+            "outlier_rows": self.outlier_rows,
             "causal": self.CAUSAL,
             "label_delay": self.label_delay,
             "target_mode": self.target_mode,
@@ -387,6 +456,8 @@ class StreamForecaster:
             "rows_seen": self.rows_seen,
             "carried_cells": self.carried_cells,
             "unlabelled_rows": self.unlabelled_rows,
+            "outlier_rows": self.outlier_rows,
+            "outliers_first": [list(o) for o in self.outliers_first],
             "normalizer": self.normalizer.state(),
             "metrics": self.metrics.state(),
             "pending_u": _pack(self._tail_u),
@@ -447,6 +518,10 @@ class StreamForecaster:
             self.rows_seen = int(s["rows_seen"])
             self.carried_cells = int(s["carried_cells"])
             self.unlabelled_rows = int(s["unlabelled_rows"])
+            self.outlier_rows = int(s.get("outlier_rows", 0))
+            self.outliers_first = [
+                (int(r), int(c), float(v)) for r, c, v in s.get("outliers_first", [])
+            ]
         except (KeyError, TypeError, ValueError, ConfigError) as e:
             raise CheckpointError(f"{os.fspath(path)}: inconsistent stream checkpoint ({e})") from e
         expected = max(self.rows_seen - self._lag, 0)
