@@ -355,3 +355,17 @@ def device_from_options(
 def device_spec_record(spec: str, noise_scale: float | None, analog_update: str | None) -> dict:
     """What a run records of its device, enough to make the same device again."""
     return {"spec": spec, "noise_scale": noise_scale, "analog_update": analog_update}
+
+
+#: --on-divergence on the command line -> the learner's ``on_divergence``.
+ON_DIVERGENCE_CHOICES = {"stop": "raise", "rollback": "rollback"}
+
+on_divergence_option = click.option(
+    "--on-divergence",
+    type=click.Choice(list(ON_DIVERGENCE_CHOICES)),
+    default="stop",
+    show_default=True,
+    help="When learning diverges (a non-finite loss or update, a runaway weight): stop with "
+    "an error (the last checkpoint stays intact), or roll back to the last good parameters, "
+    "drop the diverged step and go on.",
+)
