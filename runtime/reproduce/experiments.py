@@ -40,8 +40,20 @@ RULES: dict[str, dict[str, Any]] = {
     "twinpass": {},
     "BPTT-K20": {"rule": "bp", "bptt_window": 20},
     "BP-ref": {"reference": "bp"},
+    # The online gradient rules (docs/design.md §3.7-3.9), at their defaults: the default
+    # learner's network and exact readout, the hidden layer by the rule's gradient.
+    "e-prop": {"rule": "eprop"},
+    "e-prop-random": {"rule": "eprop", "feedback": "random"},
+    "UORO": {"rule": "uoro"},
+    "RTRL": {"rule": "rtrl"},
 }
+#: The paper's experiments run these; the gradient-rules experiment runs its own.
+PAPER_RULES = ("ANP", "DANP", "NP", "WP", "ANP-ref", "twinpass", "BPTT-K20", "BP-ref")
+#: ANP (the default learner) against the online gradient rules and the BPTT baseline, at one
+#: N and one number of passes over the data.
+GRADIENT_RULES = ("twinpass", "e-prop", "e-prop-random", "UORO", "RTRL", "BPTT-K20")
 PERTURBATION_RULES = ("ANP", "DANP", "NP", "WP", "ANP-ref", "twinpass")
+ONLINE_GRADIENT_RULES = ("e-prop", "e-prop-random", "UORO", "RTRL")
 BP_RULES = ("BPTT-K20", "BP-ref")
 #: The rules of the scaling experiment (the paper's figure, and twinpass's learner beside it).
 SCALING_RULES = ("ANP", "DANP", "NP", "WP", "twinpass", "BPTT-K20")
@@ -109,6 +121,10 @@ class Scale:
     memory_lengths: tuple[int, ...]
     copy_kwargs: dict[str, Any]
     mackey_glass_kwargs: dict[str, Any] = field(default_factory=dict)
+    # The gradient-rules experiment: its N (RTRL holds N³ numbers, O(N⁴) work per step)
+    # and epochs per task.
+    gradient_hidden: int = 32
+    gradient_epochs: dict[str, int] = field(default_factory=dict)
 
 
 SCALES: dict[str, Scale] = {
@@ -122,6 +138,8 @@ SCALES: dict[str, Scale] = {
         decor_eps=(0.0, 1e-5, 1e-4, 1e-3, 1e-2),
         memory_lengths=(1_000, 10_000, 100_000),
         copy_kwargs={"length": 10, "delay": 5, "n_symbols": 5, "n_train": 64, "n_test": 16},
+        gradient_hidden=32,
+        gradient_epochs={"mackey-glass": 10, "copy": 10, "weather": 1},
     ),
     # The paper's scale: more seeds, longer training, N up to 3000 (hours to days).
     "full": Scale(
@@ -133,6 +151,8 @@ SCALES: dict[str, Scale] = {
         decor_eps=(0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2),
         memory_lengths=(1_000, 10_000, 100_000, 1_000_000),
         copy_kwargs={"length": 10, "delay": 10, "n_symbols": 8, "n_train": 64, "n_test": 16},
+        gradient_hidden=64,
+        gradient_epochs={"mackey-glass": 20, "copy": 20, "weather": 3},
     ),
     # Seconds: for tests of the command itself. Numbers from it mean nothing.
     "tiny": Scale(
@@ -145,6 +165,8 @@ SCALES: dict[str, Scale] = {
         memory_lengths=(200, 2_000),
         copy_kwargs={"length": 4, "delay": 2, "n_symbols": 3, "n_train": 4, "n_test": 2},
         mackey_glass_kwargs={"length": 400},
+        gradient_hidden=8,
+        gradient_epochs={"mackey-glass": 1, "copy": 1, "weather": 1},
     ),
 }
 
@@ -162,7 +184,7 @@ def _mackey_glass(scale: Scale, data: str | None) -> list[RunSpec]:
             variant=pairing,
         )
         for pairing in ("ahead", "recall")
-        for rule in RULES
+        for rule in PAPER_RULES
         for seed in range(scale.seeds)
     ]
 
@@ -172,7 +194,7 @@ def _copy(scale: Scale, data: str | None) -> list[RunSpec]:
         RunSpec(
             "copy", "copy", dict(scale.copy_kwargs), rule, scale.hidden, seed, scale.epochs["copy"]
         )
-        for rule in RULES
+        for rule in PAPER_RULES
         for seed in range(scale.seeds)
     ]
 
@@ -192,7 +214,7 @@ def _weather(scale: Scale, data: str | None) -> list[RunSpec]:
             variant=f"{h}h",
         )
         for h in (1, 24, 48)
-        for rule in RULES
+        for rule in PAPER_RULES
         for seed in range(scale.seeds)
     ]
 
@@ -238,6 +260,31 @@ def _decorrelation(scale: Scale, data: str | None) -> list[RunSpec]:
     ]
 
 
+def _gradient_rules(scale: Scale, data: str | None) -> list[RunSpec]:
+    # Mackey-Glass 15 ahead, copy memory and weather 1 h (when the data is there).
+    tasks: list[tuple[str, str, dict[str, Any]]] = [
+        ("mackey-glass", "mackey-glass", {"pairing": "ahead", **scale.mackey_glass_kwargs}),
+        ("copy", "copy", dict(scale.copy_kwargs)),
+    ]
+    if data is not None:
+        tasks.append(("weather 1h", "weather", {"path": data, "horizon": 1}))
+    return [
+        RunSpec(
+            "gradient-rules",
+            task,
+            kwargs,
+            rule,
+            scale.gradient_hidden,
+            seed,
+            scale.gradient_epochs[task],
+            variant=variant,
+        )
+        for variant, task, kwargs in tasks
+        for rule in GRADIENT_RULES
+        for seed in range(scale.seeds)
+    ]
+
+
 #: Experiment name -> builder of its run specs (the memory experiment is separate: it
 #: measures processes, not learning; see :mod:`.memory`).
 EXPERIMENTS: dict[str, Callable[[Scale, str | None], list[RunSpec]]] = {
@@ -246,6 +293,7 @@ EXPERIMENTS: dict[str, Callable[[Scale, str | None], list[RunSpec]]] = {
     "weather": _weather,
     "scaling": _scaling,
     "decorrelation": _decorrelation,
+    "gradient-rules": _gradient_rules,
 }
 ALL_EXPERIMENTS = (*EXPERIMENTS, "memory")
 NEEDS_DATA = ("weather", "scaling")

@@ -20,6 +20,7 @@ TITLES = {
     "weather": "Weather (WTH, DryBulbFarenheit ahead)",
     "scaling": "Scaling with N (weather, 1 h ahead)",
     "decorrelation": "Decorrelation rate (Mackey-Glass, ahead)",
+    "gradient-rules": "ANP against the online gradient rules (same N, same passes)",
 }
 VARIANT_NOTES = {
     "ahead": "input s[t], target s[t+15] (the paper's text)",
@@ -56,7 +57,9 @@ def _hyper_table() -> list[str]:
     for label in RULES:
         c = rule_config(label)
         extra = []
-        if c.rule == "bp":
+        if c.rule in ("rtrl", "eprop", "uoro"):
+            extra.append(f"{c.feedback} feedback, lr_hidden {c.hidden_lr:g}")
+        elif c.rule == "bp":
             extra.append(f"K={c.bptt_window} {c.bptt_mode}, {c.optimizer}")
             if c.clip is not None:
                 extra.append(f"clip {c.clip:g}")
@@ -86,7 +89,7 @@ def _experiment_tables(groups: dict[tuple, Group]) -> list[str]:
             if v not in variants:
                 variants.append(v)
         for variant in variants:
-            if exp in ("mackey-glass", "weather", "copy") and variant:
+            if exp in ("mackey-glass", "weather", "copy", "gradient-rules") and variant:
                 note = VARIANT_NOTES.get(variant, "")
                 lines += [f"### {variant}" + (f": {note}" if note else ""), ""]
             gs = [g for k, g in sub.items() if k[1] == variant]

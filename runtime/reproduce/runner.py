@@ -89,7 +89,9 @@ def load_results(path: str | os.PathLike[str]) -> dict[str, dict[str, Any]]:
 
 def _cost(spec: RunSpec) -> float:
     """A rough relative cost, to start the longest runs first."""
-    factor = {"WP": 12.0, "BPTT-K20": 10.0, "DANP": 3.0}.get(spec.rule, 1.0)
+    factor = {"WP": 12.0, "BPTT-K20": 10.0, "DANP": 3.0, "RTRL": 40.0, "e-prop": 3.0}.get(
+        spec.rule, 1.0
+    )
     steps = {"weather": 33_600, "copy": 1_600}.get(spec.task, 5_000)
     return spec.epochs * steps * (spec.hidden**2 + 2_000) * factor
 

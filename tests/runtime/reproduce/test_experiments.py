@@ -10,6 +10,8 @@ from twinpass.kernels.errors import ConfigError
 from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.reproduce.experiments import (
     ALL_EXPERIMENTS,
+    GRADIENT_RULES,
+    PAPER_RULES,
     RULES,
     SCALES,
     plan,
@@ -27,12 +29,26 @@ def test_every_configuration_is_planned_once(scale: str) -> None:
     # Both Mackey-Glass pairings, every rule in each, and every seed.
     mg = [s for s in specs if s.experiment == "mackey-glass"]
     assert {s.variant for s in mg} == {"ahead", "recall"}
-    assert len(mg) == 2 * len(RULES) * SCALES[scale].seeds
+    assert len(mg) == 2 * len(PAPER_RULES) * SCALES[scale].seeds
+    # Every gradient rule on each of the three tasks, at one N.
+    gr = [s for s in specs if s.experiment == "gradient-rules"]
+    assert {s.variant for s in gr} == {"mackey-glass", "copy", "weather 1h"}
+    assert len(gr) == 3 * len(GRADIENT_RULES) * SCALES[scale].seeds
+    assert {s.hidden for s in gr} == {SCALES[scale].gradient_hidden}
 
 
 def test_without_data_the_weather_experiments_are_left_out() -> None:
     specs = plan("quick")
-    assert {s.experiment for s in specs} == {"mackey-glass", "copy", "decorrelation"}
+    assert {s.experiment for s in specs} == {
+        "mackey-glass",
+        "copy",
+        "decorrelation",
+        "gradient-rules",
+    }
+    assert {s.variant for s in specs if s.experiment == "gradient-rules"} == {
+        "mackey-glass",
+        "copy",
+    }
     assert all("path" not in s.task_kwargs for s in specs)
 
 
@@ -40,7 +56,8 @@ def test_only_and_seeds_select() -> None:
     specs = plan("quick", only=("copy",), seeds=1)
     assert {s.experiment for s in specs} == {"copy"}
     assert {s.seed for s in specs} == {0}
-    assert len(specs) == len(RULES)
+    assert len(specs) == len(PAPER_RULES)
+    assert set(PAPER_RULES) | set(GRADIENT_RULES) == set(RULES)
 
 
 def test_the_key_ignores_the_data_path_but_not_the_settings() -> None:
@@ -90,3 +107,9 @@ def test_a_changed_rule_changes_the_key() -> None:
     assert spec.key != changed.key
     assert spec.fingerprint != changed.fingerprint
     assert spec.key == replace(spec).key  # and the same rule, the same key
+
+
+def test_the_gradient_rules_run_their_own_rule() -> None:
+    assert rule_config("e-prop").rule == "eprop"
+    assert rule_config("e-prop-random").feedback == "random"
+    assert (rule_config("UORO").rule, rule_config("RTRL").rule) == ("uoro", "rtrl")
