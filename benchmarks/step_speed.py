@@ -7,13 +7,17 @@ does not fall on one rule only.
 Side by side in the same run: a plain-NumPy float32 ANP step (vectorised, one replica pair
 per step, the same equations) and this machine's bound for the step: max(flops / measured
 SGEMM rate, bytes / measured in-place bandwidth at the step's working set), with the
-leading-order counts of docs/design.md §7 (ANP, NP: 6N² flops and 8N² bytes; DANP: 15N², 20N²),
-the bandwidth taken at the step's working set (R; R and D for DANP).
+leading-order counts of docs/design.md §7 (ANP, NP: 6N² flops and 8N² bytes; DANP: 15N², 20N²;
+e-prop: 7N², 16N²; UORO: 11N², 16N²; RTRL: 2N³(N + 1) and 32N²(N + 1)), the bandwidth taken
+at the step's working set (R; R and D for DANP; R and the trace for e-prop and UORO; J and
+its product for RTRL). The gradient rules run with the readout's own gradient, as ANP with
+its own estimate, and without leak.
 
     python benchmarks/step_speed.py                      # full table (a few minutes)
     python benchmarks/step_speed.py --quick              # N = 100, 500 only
     python benchmarks/step_speed.py --json-out out.json
     python benchmarks/step_speed.py --rules ANP,DANP,NP --sizes 100,500,1000 --batches 1
+    python benchmarks/step_speed.py --rules ANP,EPROP,UORO,RTRL --sizes 32,100 --batches 1
 """
 
 from __future__ import annotations
@@ -30,9 +34,12 @@ from numba import njit
 
 from twinpass.kernels.activation import tanh_into
 from twinpass.kernels.api import (
+    allocate_gradient_state,
+    allocate_gradient_workspace,
     allocate_learn_state,
     allocate_workspace,
     network_dims,
+    run_gradient,
     run_perturbation,
 )
 from twinpass.kernels.bptt import bptt_block, bptt_scratch
@@ -47,10 +54,36 @@ RULES = {
     "NP": ("np", False),
     "WP": ("wp", False),
     "BP": ("bp", False),
+    # The online gradient rules (docs/design.md §3.7-3.9), symmetric feedback.
+    "EPROP": ("eprop", False),
+    "UORO": ("uoro", False),
+    "RTRL": ("rtrl", False),
 }
 # Leading-order (flops, bytes moved, bytes of matrices touched) per N², float32: ANP and NP
-# read and write R once; DANP also reads D twice and writes it once.
-COST = {"ANP": (6, 8, 4), "DANP": (15, 20, 8), "NP": (6, 8, 4)}
+# read and write R once; DANP also reads D twice and writes it once; e-prop and UORO read
+# and write R and their N x (N + 1) trace once (fused).
+COST = {
+    "ANP": (6, 8, 4),
+    "DANP": (15, 20, 8),
+    "NP": (6, 8, 4),
+    "EPROP": (7, 16, 8),
+    "UORO": (11, 16, 8),
+}
+#: RTRL above this N is left out (its step grows as N⁴).
+RTRL_MAX_N = 100
+
+
+def step_cost(label: str, n: int) -> tuple[float, float, int] | None:
+    """(flops, bytes moved, working-set bytes) of one step at size n, n_in = 1 (§7)."""
+    if label == "RTRL":
+        w = n * n * (n + 1)
+        # R J in BLAS (2 N·N·N(N+1)); J read 3x and written once, the product's scratch
+        # written and read twice: 32 N²(N + 1) bytes; J and the scratch are the working set.
+        return 2.0 * n * w, 32.0 * w, 8 * w
+    if label not in COST:
+        return None
+    fl, by, ws = COST[label]
+    return fl * n * n, by * n * n, ws * n * n
 
 
 def median_time(fn, repeats: int) -> float:
@@ -112,6 +145,19 @@ def twinpass_step_fn(label: str, n: int, nb: int, T: int, single: bool):
 
         def call():
             bptt_block(U, Y, pred, l1, *params[:3], None, bufs, lr=1e-4)
+
+    elif rule in ("eprop", "uoro", "rtrl"):
+        gstate = allocate_gradient_state(dims, nb, rule)
+        gws = allocate_gradient_workspace(dims, nb, rule)
+        learn = allocate_learn_state(dims, nb)
+        xh = np.zeros((nb, n), np.float32)
+        rng = new_rng_state(0)
+
+        def call():
+            run_gradient(
+                params, xh, rng, U, Y, pred, l1, gws, gstate, learn, rule=rule, lr=1e-4,
+                lr_hidden=1e-4,
+            )  # fmt: skip
 
     else:
         ws = allocate_workspace(dims, nb, weight_noise=rule == "wp")
@@ -265,7 +311,8 @@ def main() -> None:
         + ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
     )
     # Bandwidth is measured at the working set of the step: the matrices it touches.
-    gflops, bw = machine_rates(sorted({ws * n * n for n in sizes for _, _, ws in COST.values()}))
+    sets = {c[2] for n in sizes for lb in labels if (c := step_cost(lb, n)) is not None}
+    gflops, bw = machine_rates(sorted(sets))
     print(
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
         f"SGEMM {gflops:.0f} GFLOP/s; in-place bandwidth "
@@ -278,6 +325,7 @@ def main() -> None:
             numpy_us = numpy_anp_step_us(n, nb, min(T, 200), args.repeats)
             # N² Gaussians per step: WP is RNG-bound, minutes at N=2000, batch 16.
             run = [lb for lb in labels if not (lb == "WP" and n * n * nb > 4_000_000)]
+            run = [lb for lb in run if not (lb == "RTRL" and n > RTRL_MAX_N)]
             T_single = min(T, 200)
             block_s = interleaved_medians(
                 {lb: twinpass_step_fn(lb, n, nb, T, single=False) for lb in run}, args.repeats
@@ -290,10 +338,10 @@ def main() -> None:
                 t_block = block_s[label] / T * 1e6
                 t_single = single_s[label] / T_single * 1e6
                 bound = None
-                if label in COST and nb == 1:
-                    fl, by, ws = COST[label]
-                    bound = max(fl * n * n / (gflops * 1e9), by * n * n / (bw[ws * n * n] * 1e9))
-                    bound *= 1e6
+                cost = step_cost(label, n)
+                if cost is not None and nb == 1:
+                    fl, by, ws = cost
+                    bound = max(fl / (gflops * 1e9), by / (bw[ws] * 1e9)) * 1e6
                 row = {
                     "rule": label, "N": n, "batch": nb, "block_us": t_block,
                     "single_us": t_single,

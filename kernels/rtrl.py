@@ -106,6 +106,13 @@ def rtrl_block(
             done = s
             break
         presynaptic(z, xh, u)
+        g = grad.reshape(-1)
+        for c in range(g.shape[0]):
+            g[c] = 0
+        st = J.dtype.type(0)
+        if labelled:
+            learning_signal(M, err, L)
+            st = J.dtype.type(hidden_step(readout, M, n, lrh_nb))
         for b in range(nb):
             Jb = J[b]
             np.dot(R, Jb, Q)
@@ -113,28 +120,31 @@ def rtrl_block(
                 row = i * W
                 for j in range(W):
                     Q[i, row + j] += z[b, j]
-                p = psi[b, i]
-                for c in range(Q.shape[1]):
-                    Q[i, c] *= p
-            src = Q
             if decor:
+                for i in range(n):
+                    p = psi[b, i]
+                    for c in range(Q.shape[1]):
+                        Q[i, c] *= p
                 np.dot(D, Q, S)
-                src = S
+            # One pass over J: its update and, with a label, the gradient L ᵀ J_t.
             for k in range(n):
-                for c in range(Jb.shape[1]):
-                    Jb[k, c] = keep * Jb[k, c] + alpha * src[k, c]
-        if labelled:
-            learning_signal(M, err, L)
-            st = J.dtype.type(hidden_step(readout, M, n, lrh_nb))
-            g = grad.reshape(-1)
-            for c in range(g.shape[0]):
-                g[c] = 0
-            for b in range(nb):
-                Jb = J[b]
-                for k in range(n):
+                if decor:
+                    src = S[k]
+                    a = alpha
+                else:
+                    src = Q[k]
+                    a = alpha * psi[b, k]
+                Jk = Jb[k]
+                if labelled:
                     lk = st * L[b, k]
-                    for c in range(g.shape[0]):
-                        g[c] += lk * Jb[k, c]
+                    for c in range(Jk.shape[0]):
+                        v = keep * Jk[c] + a * src[c]
+                        Jk[c] = v
+                        g[c] += lk * v
+                else:
+                    for c in range(Jk.shape[0]):
+                        Jk[c] = keep * Jk[c] + a * src[c]
+        if labelled:
             for i in range(n):
                 for j in range(n):
                     R[i, j] -= grad[i, j]

@@ -74,16 +74,18 @@ def _theta_row(A, R, Th, b, i, s0, g1, z, kk, nrm):
     sb = s0[b]
     gi = g1[b, i]
     k = -kk[b, 0]
-    acc = 0.0
+    # ‖θ̃‖ only scales ρ0, and any positive ρ0 keeps the estimate unbiased: it is summed in
+    # the arrays' dtype, so that the loop vectorises at float32's width.
+    acc = Th.dtype.type(0)
     for j in range(n):
         t = fma(gi, z[b, j], Th[b, i, j] * sb)
         Th[b, i, j] = t
-        acc += np.float64(t) * t
+        acc += t * t
         R[i, j] = fma(k, t, R[i, j])
     for j in range(A.shape[1]):
         t = fma(gi, z[b, n + j], Th[b, i, n + j] * sb)
         Th[b, i, n + j] = t
-        acc += np.float64(t) * t
+        acc += t * t
         A[i, j] = fma(k, t, A[i, j])
     nrm[b] += acc
 
@@ -150,6 +152,35 @@ def uoro_block(
         for b in range(nb):
             nrm[b] = 0.0
         for i in range(n):
+            if nb == 1:
+                # The streaming case: θ̃'s and the row's update, ‖θ̃‖ and both products in
+                # one sweep of the row (the expressions of _theta_row).
+                sb = s0[0]
+                gi = g1[0, i]
+                k = -kk[0, 0]
+                acn = Th.dtype.type(0)
+                acc = R.dtype.type(0)
+                acx = R.dtype.type(0)
+                for j in range(n):
+                    t = fma(gi, z[0, j], Th[0, i, j] * sb)
+                    Th[0, i, j] = t
+                    acn += t * t
+                    r = fma(k, t, R[i, j])
+                    R[i, j] = r
+                    acc += r * xh[0, j]
+                    acx += r * xt[0, j]
+                au = R.dtype.type(0)
+                for j in range(A.shape[1]):
+                    t = fma(gi, z[0, n + j], Th[0, i, n + j] * sb)
+                    Th[0, i, n + j] = t
+                    acn += t * t
+                    a = fma(k, t, A[i, j])
+                    A[i, j] = a
+                    au += a * u[0, j]
+                nrm[0] += acn
+                xp[0, i] = au + acc
+                rx[0, i] = acx
+                continue
             for b in range(nb):
                 _theta_row(A, R, Th, b, i, s0, g1, z, kk, nrm)
             for b in range(nb):
