@@ -369,3 +369,8 @@ on_divergence_option = click.option(
     "an error (the last checkpoint stays intact), or roll back to the last good parameters, "
     "drop the diverged step and go on.",
 )
+
+
+def cli_wording(message: str) -> str:
+    """A learner's divergence message in the command line's words."""
+    return message.replace("on_divergence='rollback'", "--on-divergence rollback")

@@ -32,16 +32,20 @@ from twinpass.runtime.streaming import (
 from .config_file import config_option
 from .display import Reporter
 from .options import (
+    ON_DIVERGENCE_CHOICES,
     RULE_OPTION_NAMES,
+    cli_wording,
     device_from_options,
     device_options,
     device_spec_record,
     dtype_option,
     fit_rule_to_device,
     is_explicit,
+    on_divergence_option,
     rule_config_from_options,
     rule_options,
 )
+from .output_paths import check_output_paths
 
 MACKEY_GLASS_STEPS = 20_000
 """Default length of the built-in stream (the other sources run until they end)."""
@@ -172,6 +176,7 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option(
     "--baud", type=click.IntRange(1), default=115200, show_default=True, help="Serial baud rate."
 )
+@on_divergence_option
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; results go to files.")
 @click.pass_context
 def stream(
@@ -199,6 +204,7 @@ def stream(
     json_out: str | None,
     chunk_size: int,
     baud: int,
+    on_divergence: str,
     quiet: bool,
     **rule_opts: Any,
 ) -> None:
@@ -232,6 +238,8 @@ def stream(
             metrics_format(metrics_out)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--metrics-out") from None
+    # Before the run, not after it: a result that cannot be written is known at once.
+    check_output_paths(checkpoint=checkpoint, metrics_out=metrics_out, json_out=json_out)
     try:
         kind, _ = parse_source_spec(source)
     except ValueError as e:
@@ -269,6 +277,8 @@ def stream(
         _check_resume_target(ctx, forecaster, target_input, target_mode)
         _check_resume_metrics(ctx, saved, metrics_every)
         _check_resume_outliers(ctx, forecaster, outlier_z)
+        if is_explicit(ctx, "on_divergence"):  # how to react, not what was learned
+            forecaster.learner.on_divergence = ON_DIVERGENCE_CHOICES[on_divergence]
         if not is_explicit(ctx, "source"):
             source = saved["source"]
         horizon, hidden, seed, dtype = (saved[k] for k in ("horizon", "hidden", "seed", "dtype"))
@@ -312,6 +322,7 @@ def stream(
                     target_input=target_input,
                     target_mode=target_mode,
                     outlier_z=outlier_z or None,
+                    on_divergence=ON_DIVERGENCE_CHOICES[on_divergence],
                 )
             elif len(cols) != forecaster.n_inputs:  # pragma: no cover - layout is saved
                 raise click.UsageError("the checkpoint's columns do not match the source")
@@ -369,7 +380,9 @@ def stream(
                     if session.saved_step is not None
                     else ""
                 )
-                raise DivergenceError(f"{e}{kept}", step=e.step, rule=e.rule) from e
+                raise DivergenceError(
+                    f"{src.name}: {cli_wording(str(e))}{kept}", step=e.step, rule=e.rule
+                ) from e
             finally:
                 if log is not None:
                     log.close()
