@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from twinpass.kernels.errors import DivergenceError
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.learner import OnlineLearner
@@ -18,16 +19,20 @@ from twinpass.runtime.training import EpochRecord, evaluate, train_epoch
 from .config_file import config_option
 from .display import Reporter
 from .options import (
+    ON_DIVERGENCE_CHOICES,
     RULE_OPTION_NAMES,
+    cli_wording,
     device_from_options,
     device_options,
     device_spec_record,
     dtype_option,
     fit_rule_to_device,
     is_explicit,
+    on_divergence_option,
     rule_config_from_options,
     rule_options,
 )
+from .output_paths import check_output_paths
 
 
 def _task_kwargs(task: str, data: str | None, horizon: int | None, pairing: str) -> dict[str, Any]:
@@ -118,6 +123,7 @@ def _task_kwargs(task: str, data: str | None, horizon: int | None, pairing: str)
     default=None,
     help="Write the configuration and per-epoch losses as JSON.",
 )
+@on_divergence_option
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; results go to files.")
 def train(
     task: str,
@@ -135,6 +141,7 @@ def train(
     checkpoint: str | None,
     resume: bool,
     json_out: str | None,
+    on_divergence: str,
     quiet: bool,
     **rule_opts: Any,
 ) -> None:
@@ -152,6 +159,7 @@ def train(
     """
     if resume and checkpoint is None:
         raise click.UsageError("--resume needs --checkpoint FILE")
+    check_output_paths(checkpoint=checkpoint, json_out=json_out)
     config = rule_config_from_options(rule_opts)
     report = Reporter(quiet=quiet)
     records: list[EpochRecord] = []
@@ -172,6 +180,13 @@ def train(
         # the context on every exit path. A serial device holds a port and a reader thread.
         click.get_current_context().call_on_close(dev.close)
         learner, user = OnlineLearner.load(checkpoint, device=dev)  # type: ignore[arg-type]
+        if "stream" in user:
+            raise click.UsageError(
+                f"{checkpoint} is a checkpoint of `twinpass stream`, not of train: continue "
+                "it with `twinpass stream --checkpoint ... --resume`"
+            )
+        if "on_divergence" in _explicit_options():
+            learner.on_divergence = ON_DIVERGENCE_CHOICES[on_divergence]
         saved = user.get("config", {})
         # What was not given now comes from the checkpoint; what was given must agree.
         if "task" not in explicit:
@@ -205,6 +220,7 @@ def train(
             seed=seed,
             dtype=dtype,
             device=dev,
+            on_divergence=ON_DIVERGENCE_CHOICES[on_divergence],
         )
         saved_dev = device_spec_record(device, noise_scale, analog_update)
     run_config = {
@@ -230,15 +246,23 @@ def train(
         first = evaluate(learner, the_task)
         records.append(first)
         report.line(_epoch_line(first))
+        if checkpoint is not None:  # --epochs 0 still leaves the run it was asked to save
+            learner.save(checkpoint, {"epochs": [first.to_dict()], "config": run_config})
     steps_per_epoch = the_task.train.inputs.shape[0] * the_task.train.inputs.shape[1]
     todo = range(records[-1].epoch + 1, epochs + 1)
     with report.progress("training", total=len(todo) * steps_per_epoch):
         for epoch in todo:
-            train_mse = train_epoch(
-                learner,
-                the_task,
-                lambda n, e=epoch: report.advance(n, f"epoch {e}/{epochs}"),
-            )
+            try:
+                train_mse = train_epoch(
+                    learner,
+                    the_task,
+                    lambda n, e=epoch: report.advance(n, f"epoch {e}/{epochs}"),
+                )
+            except DivergenceError as e:
+                kept = f"; the checkpoint after epoch {epoch - 1} is intact" if checkpoint else ""
+                raise DivergenceError(
+                    f"{cli_wording(str(e))} (epoch {epoch}){kept}", step=e.step, rule=e.rule
+                ) from e
             rec = evaluate(learner, the_task)
             rec.epoch, rec.train_mse = epoch, train_mse
             rec.wall_s = time.perf_counter() - t0

@@ -310,11 +310,47 @@ def test_batch_that_does_not_divide_the_sequences_is_an_error_not_a_traceback() 
     assert result.exit_code in (1, 2) and "Error:" in result.output
 
 
-def test_unwritable_checkpoint_is_a_one_line_error(tmp_path: Path) -> None:
-    ckpt = tmp_path / "no" / "dir" / "c.ckpt"
-    result = _train("--epochs", "1", "--hidden", "5", "--quiet", "--checkpoint", str(ckpt))
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)
-    assert result.output.startswith("Error: cannot write checkpoint")
+@pytest.mark.parametrize("option", ["--checkpoint", "--json-out"])
+def test_unwritable_output_is_refused_before_the_run(tmp_path: Path, option: str) -> None:
+    # Checked before training: a missing folder used to crash after the whole run.
+    path = tmp_path / "no" / "dir" / "c.out"
+    result = _train("--epochs", "1", "--hidden", "5", "--quiet", option, str(path))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for {option}: cannot write" in result.output
+    assert "does not exist" in result.output
+    assert not (tmp_path / "no").exists()
+
+
+def test_epochs_0_still_writes_the_checkpoint(tmp_path: Path) -> None:
+    ckpt = tmp_path / "c.ckpt"
+    _ok("--epochs", "0", "--hidden", "5", "--quiet", "--checkpoint", str(ckpt))
+    learner, user = OnlineLearner.load(ckpt)
+    assert learner.steps == 0 and [e["epoch"] for e in user["epochs"]] == [0]
+    result = _ok("--epochs", "1", "--hidden", "5", "--checkpoint", str(ckpt), "--resume")
+    assert "resumed from" in result.output and "after epoch 0" in result.output
+
+
+def test_a_stream_checkpoint_is_named_as_such(tmp_path: Path) -> None:
+    ckpt = tmp_path / "s.ckpt"
+    r = CliRunner().invoke(
+        cli, ["stream", "-q", "-N", "5", "--max-steps", "50", "--checkpoint", str(ckpt)]
+    )
+    assert r.exit_code == 0, r.output
+    result = _train("--epochs", "1", "--checkpoint", str(ckpt), "--resume")
+    assert result.exit_code == 2 and "None" not in result.output
+    assert "is a checkpoint of `twinpass stream`, not of train" in result.output
+
+
+def test_divergence_has_a_flag(tmp_path: Path) -> None:
+    args = ["--epochs", "1", "--hidden", "20", "--quiet", "--readout", "anp", "--no-output-cap"]
+    args += ["--lr", "100"]
+    result = _train(*args)
+    assert result.exit_code == 1
+    assert "diverged" in result.output and "--on-divergence rollback" in result.output
+    assert "(epoch 1)" in result.output and len(result.output.strip().splitlines()) == 1
+    out = tmp_path / "r.json"
+    _ok(*args, "--on-divergence", "rollback", "--json-out", str(out))
+    assert [e["epoch"] for e in _json(out)["epochs"]] == [0, 1]
 
 
 def test_weather_env_variable_is_used(tmp_path: Path, monkeypatch) -> None:
