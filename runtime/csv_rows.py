@@ -14,6 +14,7 @@ fields are bad rows.
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,39 @@ MAX_VALUE = float(np.finfo(np.float32).max)
 
 MAX_REPORTED_SKIPS = 10
 """How many skipped rows are reported by line number (all are counted)."""
+
+
+class Malformed(list):  # type: ignore[type-arg]
+    """A record the CSV reader refused (a NUL byte, a field over the size limit, a bare
+    CR): one field, its raw text, and ``reason``; a bad row like any other."""
+
+    def __init__(self, text: str, reason: str) -> None:
+        super().__init__([text])
+        self.reason = reason
+
+
+_CSV_ERRORS = {
+    "new-line character seen in unquoted field": "a bare carriage return (CR) inside a field",
+    "line contains NUL": "a NUL byte",
+    "field larger than field limit": f"a field longer than {csv.field_size_limit():,} characters",
+}
+
+
+def csv_error_text(e: csv.Error) -> str:
+    """The CSV reader's complaint in plain words (it suggests opening files differently)."""
+    text = str(e)
+    for start, plain in _CSV_ERRORS.items():
+        if text.startswith(start):
+            return f"malformed CSV: {plain}"
+    return f"malformed CSV: {text}"
+
+
+def split_record(text: str) -> list[str]:
+    """One line as one CSV record; a line the reader refuses becomes a Malformed record."""
+    try:
+        return next(csv.reader([text]), [])
+    except csv.Error as e:
+        return Malformed(text, csv_error_text(e))
 
 
 @dataclass
@@ -102,6 +136,8 @@ class RowParser:
 
     def set_header(self, record: list[str], line: int, *, check: bool = True) -> None:
         """Take ``record`` as the header row (``check``: it must look like one)."""
+        if isinstance(record, Malformed):
+            raise DataError(f"{self.name}:{line}: the header row is {record.reason}")
         header = [h.strip() for h in record]
         if check and header and all(is_number(h) for h in header):
             raise DataError(
@@ -182,7 +218,7 @@ class RowParser:
             lines = [ln for r, ln in zip(records, lines, strict=True) if r]
         n = len(recs)
         out = np.empty((n, len(sel)))
-        ok = set(map(len, recs)) <= {ncol}
+        ok = set(map(len, recs)) <= {ncol} and Malformed not in set(map(type, recs))
         if ok and n:
             cols = list(zip(*recs, strict=True))
             try:
@@ -225,6 +261,8 @@ class RowParser:
         """Fill ``row`` from ``rec``; return why the record is bad, or None."""
         assert self.layout is not None
         header = self.layout.header
+        if isinstance(rec, Malformed):
+            return rec.reason
         if len(rec) != len(header):
             return f"expected {len(header)} fields as in the header, found {len(rec)}"
         for j, c in enumerate(self.layout.selected):

@@ -50,7 +50,7 @@ import numpy as np
 
 from twinpass.kernels.errors import ConfigError, DataError
 
-from .csv_rows import Layout, RowParser, is_number
+from .csv_rows import Layout, Malformed, RowParser, is_number, split_record
 from .tasks.mackey_glass import MackeyGlassStream
 
 FLUSH_S = 0.25
@@ -209,6 +209,10 @@ class _ParsedSource(Source):
             for rec, line in zip(recs, lines, strict=True):
                 self._pushback.append((rec, line))
                 scanned += 1
+                if isinstance(rec, Malformed):
+                    if self.parser.on_bad_row == "error":
+                        raise DataError(f"{self.name}:{line}: {rec.reason}")
+                    continue
                 if len(rec) == ncol:
                     self.parser.type_columns(rec, line)
                     return True
@@ -366,10 +370,14 @@ class _LineSource(_ParsedSource):
         del self._lines[:n]
         if self.line == 0 and lines and lines[0].startswith("\ufeff"):
             lines[0] = lines[0][1:]
-        recs = list(csv.reader(lines))
+        try:
+            recs = list(csv.reader(lines))
+        except csv.Error:
+            recs = []  # a line the reader refuses: found below, line by line
         if len(recs) != len(lines):
-            # An unbalanced quote made csv join lines: here every line is its own record.
-            recs = [next(csv.reader([ln]), []) for ln in lines]
+            # An unbalanced quote made csv join lines, or a line was refused: here every
+            # line is its own record, and a refused one a bad row.
+            recs = [split_record(ln) for ln in lines]
         numbers = list(range(self.line + 1, self.line + 1 + len(lines)))
         self.line += len(lines)
         return recs, numbers, self._eof and not self._lines

@@ -72,3 +72,35 @@ def test_an_unwritable_output_is_refused_before_the_run(tmp_path, option: str) -
     assert "does not exist" in r.output and "Traceback" not in r.output
     r = _stream("--source", f"csv:{src}", "--target", "temp", option, str(tmp_path))
     assert r.exit_code == 2 and "is a directory" in r.output
+
+
+_GOOD = "x,temp\n" + "".join(f"{i % 7}.5,{i % 5}.25\n" for i in range(40))
+_HOSTILE = {
+    "bare CR": ("12,4\r5\n", "malformed CSV: a bare carriage return (CR) inside a field"),
+    "NUL byte": ("1,2\x00\n", "column 'temp': not a number"),
+    "huge field": ("1," + "9" * 140_000 + "\n", "malformed CSV: a field longer than 131,072"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_HOSTILE))
+def test_stdin_reports_malformed_csv_by_line_and_skips_it(tmp_path, case: str) -> None:
+    bad, message = _HOSTILE[case]
+    text = _GOOD + bad + _GOOD.split("\n", 1)[1]
+    r = _stream("--source", "-", "--target", "temp", input=text.encode())
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.startswith(f"Error: <stdin>:42: {message}"), r.output
+    out = tmp_path / "r.json"
+    args = ("--source", "-", "--target", "temp", "--on-bad-row", "skip", "--json-out", str(out))
+    r = _stream(*args, input=text.encode())
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["skipped_rows"] == 1 and res["skipped_first"][0]["line"] == 42
+    assert res["rows"] == 80
+
+
+def test_random_bytes_on_stdin_are_a_one_line_error() -> None:
+    data = np.random.default_rng(7).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    for policy in ("error", "skip"):
+        r = _stream("--source", "-", "--target", "temp", "--on-bad-row", policy, input=data)
+        assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+        assert len(r.output.strip().splitlines()) == 1 and r.output.startswith("Error: <stdin>")
