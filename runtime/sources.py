@@ -59,6 +59,9 @@ FLUSH_S = 0.25
 MAX_TYPING_SCAN = 10_000
 """Data rows searched for one with the header's number of fields, to type the columns."""
 
+MAX_RECORD_LINES = 100
+"""Lines a quoted field of a CSV file may span before its quote counts as never closed."""
+
 MACKEY_GLASS_COLUMN = "mackey_glass"
 
 Stop = Callable[[], bool]
@@ -253,7 +256,15 @@ class _ParsedSource(Source):
 
 
 class CsvFileSource(_ParsedSource):
-    """A CSV file with a header row; resumes by skipping the records already used."""
+    """A CSV file with a header row; resumes by skipping the records already used.
+
+    Records are cut from physical lines (ended by LF or CRLF) here rather than by the csv
+    module over the whole file, so that a fault stays on its line: a quoted field may span
+    up to ``MAX_RECORD_LINES`` lines, but a quote that is never closed (or closes into a
+    record of the wrong shape) is a bad row on the line where it opened, and the lines
+    after it are read again as records of their own; a bare CR inside a line and a field
+    over the csv module's size limit are bad rows of their line.
+    """
 
     kind = "csv"
 
@@ -265,11 +276,13 @@ class CsvFileSource(_ParsedSource):
         self.name = self.path
         try:
             # utf-8-sig drops a byte-order mark; undecodable bytes become U+FFFD and so
-            # make a bad row instead of a crash.
-            self._file = open(self.path, encoding="utf-8-sig", errors="replace", newline="")
+            # make a bad row instead of a crash. newline="\n": a bare CR does not end a
+            # line (it would silently split one row in two).
+            self._file = open(self.path, encoding="utf-8-sig", errors="replace", newline="\n")
         except OSError as e:
             raise DataError(f"cannot open {self.path!r}: {e.strerror or e}") from None
-        self._reader = csv.reader(self._file)
+        self._ahead: list[str] = []  # physical lines read again (after an unclosed quote)
+        self._next_line = 1  # the number of the next physical line
         self.records = 0  # records used, header included
         self.line = 0  # last line of the last used record
         self._state = state
@@ -281,11 +294,14 @@ class CsvFileSource(_ParsedSource):
             return False
         want_records, want_line = int(self._state["records"]), int(self._state["line"])
         skip = want_records - self.records
-        try:
-            self.records += sum(1 for _ in itertools.islice(self._reader, skip))
-        except csv.Error as e:
-            raise DataError(f"{self.name}:{self._reader.line_num + 1}: {e}") from None
-        self.line = self._reader.line_num
+        while skip > 0:
+            recs, lines, eof = self._records(min(skip, 1 << 16), stop)
+            self.records += len(recs)
+            skip -= len(recs)
+            if lines:
+                self.line = lines[-1]
+            if eof:
+                break
         if self.records != want_records or self.line != want_line:
             raise DataError(
                 f"{self.name}: the file has changed since the checkpoint (it was at record "
@@ -294,25 +310,66 @@ class CsvFileSource(_ParsedSource):
         self.parser.layout = self.parser.saved
         return True
 
+    def _physical(self, n: int) -> list[str]:
+        """Up to ``n`` physical lines, their endings kept."""
+        got = self._ahead[:n]
+        del self._ahead[:n]
+        if len(got) < n:
+            # In bulk: a Python step per line would cost more than parsing it.
+            got += itertools.islice(self._file, n - len(got))
+        self._next_line += len(got)
+        return got
+
+    def _unread(self, lines: list[str]) -> None:
+        self._ahead[:0] = lines
+        self._next_line -= len(lines)
+
     def _records(self, n: int, stop: Stop) -> tuple[list[list[str]], list[int], bool]:
-        reader = self._reader
-        first = reader.line_num
-        try:
-            # In bulk: a Python step per record would cost more than parsing it.
-            recs = list(itertools.islice(reader, n))
-        except csv.Error as e:
-            raise DataError(f"{self.name}:{reader.line_num + 1}: {e}") from None
-        last = reader.line_num
-        if last - first == len(recs):  # one line per record, the usual case
-            lines = list(range(first + 1, last + 1))
-        else:  # quoted fields spanning lines: count their line breaks
-            lines = []
-            line = first
-            for rec in recs:
-                text = "".join(rec)
-                line += 1 + text.count("\n") + text.count("\r") - text.count("\r\n")
-                lines.append(line)
-        return recs, lines, len(recs) < n
+        first = self._next_line
+        lines = self._physical(n)
+        text = "".join(lines)
+        # The usual case, in bulk: no quotes, no CR but in CRLF endings.
+        if '"' not in text and text.count("\r") == text.count("\r\n"):
+            try:
+                recs = list(csv.reader(lines))
+            except csv.Error:
+                recs = []
+            if len(recs) == len(lines):
+                return recs, list(range(first, first + len(lines))), len(lines) < n
+        self._unread(lines)
+        recs, numbers = [], []
+        while len(recs) < n:
+            got = self._one_record()
+            if got is None:
+                return recs, numbers, True
+            recs.append(got[0])
+            numbers.append(got[1])
+        return recs, numbers, False
+
+    def _one_record(self) -> tuple[list[str], int] | None:
+        """The next record and its last line; None at the end of the file."""
+        got = self._physical(1)
+        if not got:
+            return None
+        line = self._next_line - 1
+        span = got
+        quotes = got[0].count('"')
+        # A quote left open continues the record on the next line (a quoted line break).
+        while quotes % 2 and len(span) < MAX_RECORD_LINES:
+            more = self._physical(1)
+            if not more:
+                break
+            span = [*span, *more]
+            quotes += more[0].count('"')
+        if len(span) == 1 and quotes % 2 == 0:
+            return split_record(got[0]), line
+        rec = split_record("".join(span))
+        ncol = len(self.parser.header) if self.parser.header is not None else len(rec)
+        if quotes % 2 == 0 and not isinstance(rec, Malformed) and len(rec) == ncol:
+            return rec, line + len(span) - 1
+        # Not a record spanning lines: a quote opened on this line and never closed.
+        self._unread(span[1:])
+        return Malformed(got[0], 'malformed CSV: a quote (") opened here is never closed'), line
 
     def _consumed(self, records: int, last_line: int | None) -> None:
         self.records += records
