@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +99,12 @@ def _cell(text: str) -> float:
         raise
 
 
+def _names(names: Iterable[str]) -> str:
+    """Column names for a one-line message: one with a line break or control character is
+    shown quoted and escaped."""
+    return ", ".join(n if n.isprintable() else repr(n) for n in names)
+
+
 def is_number(text: str) -> bool:
     """Whether ``float`` reads ``text`` (NaN and infinity included)."""
     try:
@@ -146,8 +152,8 @@ class RowParser:
             )
         if self.saved is not None and header != self.saved.header:
             raise DataError(
-                f"{self.name}:{line}: the header ({', '.join(header)}) differs from the one "
-                f"in the checkpoint ({', '.join(self.saved.header)}): not the same stream"
+                f"{self.name}:{line}: the header ({_names(header)}) differs from the one "
+                f"in the checkpoint ({_names(self.saved.header)}): not the same stream"
             )
         self.header = header
 
@@ -167,7 +173,7 @@ class RowParser:
             hits = [i for i, h in enumerate(header) if h == name]
             if not hits:
                 raise DataError(
-                    f"{self.name}: no column {name!r} (for {role}); available: {', '.join(header)}"
+                    f"{self.name}: no column {name!r} (for {role}); available: {_names(header)}"
                 )
             if len(hits) > 1:
                 raise DataError(f"{self.name}: column name {name!r} appears twice in the header")
@@ -180,10 +186,10 @@ class RowParser:
 
         if self.want_target is None:
             if len(numeric) != 1:
-                left = f"; not numeric: {', '.join(non_numeric)}" if non_numeric else ""
+                left = f"; not numeric: {_names(non_numeric)}" if non_numeric else ""
                 raise DataError(
                     f"{self.name}: choose the column to predict with --target; numeric "
-                    f"columns: {', '.join(header[i] for i in numeric) or 'none'}{left}"
+                    f"columns: {_names(header[i] for i in numeric) or 'none'}{left}"
                 )
             target = numeric[0]
         else:
