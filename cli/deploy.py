@@ -72,6 +72,9 @@ def deploy(port: str, baud: int, verify: bool, quiet: bool, checkpoint: str) -> 
           --readout anp --no-readout-inputs --leak 1
       twinpass deploy --port /dev/ttyACM0 mg.ckpt
     """
+    # The deploy's time is the user's: from loading the checkpoint to the confirmed image
+    # (the upload alone of a small image takes milliseconds and printed "in 0.00 s").
+    t0 = time.perf_counter()
     report = Reporter(quiet=quiet)
     learner, _ = OnlineLearner.load(checkpoint)
     params = learner.params.arrays()
@@ -92,16 +95,23 @@ def deploy(port: str, baud: int, verify: bool, quiet: bool, checkpoint: str) -> 
         done = [0]
 
         def progress(n: int, total: int) -> None:
-            report.advance(n - done[0], f"{n}/{total} bytes")
+            # Plain output gets a status line only for a slow upload (and never "0/N bytes"
+            # before it starts); a terminal's bar moves from the start.
+            slow = report.live or time.perf_counter() - t0 >= 2.0
+            report.advance(n - done[0], f"{n}/{total} bytes" if n and slow else "")
             done[0] = n
 
-        t0 = time.perf_counter()
         with report.progress("uploading", total=len(image)):
             dev.deploy_image(image, progress=progress, verify=verify)
         wall = time.perf_counter() - t0
     finally:
         dev.close()
     report.line(
-        f"deployed and confirmed in {wall:.2f} s"
+        f"deployed and confirmed in {_duration(wall)}"
         + (" (flash read back, sha256 verified)" if verify else "")
     )
+
+
+def _duration(seconds: float) -> str:
+    """A short span in milliseconds (a small image uploads in a few), a long one in s."""
+    return f"{seconds * 1000:.0f} ms" if seconds < 1.0 else f"{seconds:.2f} s"

@@ -9,6 +9,7 @@ the quantisation step), ``device reset`` must reboot the device with the model k
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def test_deploy_info_pull_reset(sim: SimProcess, trained: Path, tmp_path: Path) 
     result = run("deploy", "--port", sim.path, str(trained))
     assert result.exit_code == 0, result.output
     assert "deployed and confirmed" in result.output and "sha256 verified" in result.output
+    # Two lines: the model and the outcome; no stray "0/N bytes" status before the upload,
+    # and a duration that does not round a real deploy to "0.00 s".
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2 and "bytes" not in lines[1], lines
+    assert re.search(r"confirmed in ([1-9]\d* ms|\d+\.\d\d s)", lines[1]), lines[1]
     hello = info(sim.path)["hello"]
     assert hello["model_hash"] == expected.hex() and hello["model_state"] == "confirmed"
     assert hello["shape"] == [1, 12, 1]
