@@ -164,6 +164,15 @@ class RowParser:
             self.layout = self.saved
             return
         header = self.header
+        if len(header) == 1:
+            seps = [c for c in ";\t|" if c in header[0]]
+            if seps:
+                sep = "tab" if seps[0] == "\t" else repr(seps[0])
+                raise DataError(
+                    f"{self.name}:{line}: the header is one field, {header[0]!r}: the file "
+                    f"looks separated by {sep}, and twinpass reads comma-separated values; "
+                    "convert it to commas first"
+                )
         numeric = [i for i, v in enumerate(record) if not v.strip() or is_number(v)]
         others = [i for i in range(len(header)) if i not in set(numeric)]
         non_numeric = [header[i] for i in others]

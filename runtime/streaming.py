@@ -696,6 +696,14 @@ class StreamSession:
                 reason = getattr(self.source, "end_reason", "end of input")
                 break
         self._finish()
+        if reason == getattr(self.source, "end_reason", "end of input") and f.steps == 0:
+            h = f.horizon
+            raise DataError(
+                f"{self.source.name}: the input ended after {f.rows_seen} data row"
+                f"{'s' if f.rows_seen != 1 else ''}, and a forecast {h} row"
+                f"{'s' if h != 1 else ''} ahead needs {h + 1}: nothing was forecast or "
+                "learned; lower --horizon or stream more rows"
+            )
         return StreamOutcome(
             reason, time.perf_counter() - t0, f.steps - start_steps, self.saved_step
         )

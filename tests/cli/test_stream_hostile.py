@@ -104,3 +104,27 @@ def test_random_bytes_on_stdin_are_a_one_line_error() -> None:
         r = _stream("--source", "-", "--target", "temp", "--on-bad-row", policy, input=data)
         assert r.exit_code == 1 and "Traceback" not in r.output, r.output
         assert len(r.output.strip().splitlines()) == 1 and r.output.startswith("Error: <stdin>")
+
+
+def test_a_semicolon_separated_file_is_named_as_such(tmp_path) -> None:
+    src = tmp_path / "semi.csv"
+    src.write_text("a;b;temp\n1;2;3\n4;5;6\n")
+    r = _stream("--source", f"csv:{src}", "--target", "temp")
+    assert r.exit_code == 1 and "available: a;b;temp" not in r.output
+    assert "looks separated by ';'" in r.output and "comma-separated" in r.output
+
+
+def test_a_horizon_longer_than_the_data_is_an_error_and_keeps_the_rows(tmp_path) -> None:
+    src = _csv(tmp_path / "short.csv", rows=5)
+    ckpt = tmp_path / "c.ckpt"
+    r = _stream("--source", f"csv:{src}", "--target", "temp", "--horizon", "6",
+                "--checkpoint", str(ckpt))  # fmt: skip
+    assert r.exit_code == 1
+    assert "ended after 5 data rows, and a forecast 6 rows ahead needs 7" in r.output
+    assert ckpt.exists()  # the rows seen are kept: more rows continue the run
+    longer = _csv(tmp_path / "short.csv", rows=20)
+    out = tmp_path / "r.json"
+    r = _stream("--source", f"csv:{longer}", "--checkpoint", str(ckpt), "--resume",
+                "--json-out", str(out))  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["steps"] == 20 - 6
