@@ -18,6 +18,7 @@ from twinpass.kernels.errors import DivergenceError
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.csv_rows import BAD_ROW_POLICIES
 from twinpass.runtime.metrics import DEFAULT_ALPHA, MetricsLog, metrics_format
+from twinpass.runtime.run_lock import hold_checkpoint
 from twinpass.runtime.sources import open_source, parse_source_spec
 from twinpass.runtime.streaming import (
     CHUNK,
@@ -228,6 +229,11 @@ def stream(
     """
     if resume and checkpoint is None:
         raise click.UsageError("--resume needs --checkpoint FILE")
+    check_output_paths(checkpoint=checkpoint, metrics_out=metrics_out, json_out=json_out)
+    if checkpoint is not None:
+        # Held until the command ends, whichever way: a second run on the same checkpoint
+        # (a new one or a --resume) is refused, naming this one.
+        ctx.with_resource(hold_checkpoint(checkpoint, "twinpass stream"))
     if checkpoint is not None and not resume and os.path.exists(checkpoint):
         raise click.UsageError(
             f"checkpoint {checkpoint!r} exists: add --resume to continue it, or remove it "
@@ -238,8 +244,6 @@ def stream(
             metrics_format(metrics_out)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--metrics-out") from None
-    # Before the run, not after it: a result that cannot be written is known at once.
-    check_output_paths(checkpoint=checkpoint, metrics_out=metrics_out, json_out=json_out)
     try:
         kind, _ = parse_source_spec(source)
     except ValueError as e:

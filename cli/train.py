@@ -13,6 +13,7 @@ from twinpass.kernels.errors import DivergenceError
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.learner import OnlineLearner
+from twinpass.runtime.run_lock import hold_checkpoint
 from twinpass.runtime.tasks import TASKS, make_task
 from twinpass.runtime.training import EpochRecord, evaluate, train_epoch
 
@@ -160,6 +161,8 @@ def train(
     if resume and checkpoint is None:
         raise click.UsageError("--resume needs --checkpoint FILE")
     check_output_paths(checkpoint=checkpoint, json_out=json_out)
+    if checkpoint is not None:  # one run per checkpoint, for the command's lifetime
+        click.get_current_context().with_resource(hold_checkpoint(checkpoint, "twinpass train"))
     config = rule_config_from_options(rule_opts)
     report = Reporter(quiet=quiet)
     records: list[EpochRecord] = []
