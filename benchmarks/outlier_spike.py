@@ -111,7 +111,7 @@ def main() -> None:
                 after = mse_last(sse, n_after)
                 print(
                     f"spike in {column:4s} {label:14s}: MSE after {after:.4g}, "
-                    f"ratio {after / clean:.4f}, outlier_rows {res['outlier_rows']}"
+                    f"ratio {after / clean:.4g}, outlier_rows {res['outlier_rows']}"
                 )
 
 
