@@ -11,6 +11,7 @@ MSE against the cost per step (benchmarks/figures/gradient_rules.png).
 
     python benchmarks/gradient_rules.py                      # N = 64, 5 seeds, 2 processes
     python benchmarks/gradient_rules.py --hidden 32 --seeds 0 1 --quick
+    python benchmarks/gradient_rules.py --from-json a.json b.json   # table and figure again
 
 Runs go to a process pool (``--jobs``), the costliest (RTRL) first; BLAS is kept to one
 thread per process (RTRL's product is small: threads only fight over the cores).
@@ -42,6 +43,9 @@ RULES: dict[str, dict] = {
     "UORO": {"rule": "uoro"},
     "RTRL": {"rule": "rtrl"},
     "BPTT chunked (K = 20)": {"rule": "bp"},
+    # The reference that says whether any rule's hidden learning counted: ANP's learner with
+    # the hidden layer's step at 1e-12 (the readout alone learns).
+    "hidden layer frozen": {"lr_hidden": 1e-12},
 }
 
 EPOCHS = {"mackey-glass": 20, "copy": 20, "weather": 3}
@@ -65,16 +69,19 @@ def flops_per_step(label: str, n: int, n_in: int) -> float:
     return 6 * n * n + 10 * (n * n + n * n_in + f) / 20
 
 
-def run_one(job: tuple[str, str, int, int, int, str | None]) -> dict:
+def run_one(job: tuple[str, str, int, int, int, str | None, float | None]) -> dict:
     """One training run in this process: final test MSE and µs per training step."""
-    task_name, label, hidden, seed, epochs, weather = job
+    task_name, label, hidden, seed, epochs, weather, lr_hidden = job
     from twinpass.runtime import OnlineLearner, RuleConfig
     from twinpass.runtime.tasks import make_task
     from twinpass.runtime.training import evaluate, train_epoch
 
     kwargs = {"path": weather, "horizon": 1} if task_name == "weather" else {}
     task = make_task(task_name, **kwargs)
-    config = RuleConfig(**RULES[label])
+    fields = dict(RULES[label])
+    if lr_hidden is not None and "lr_hidden" not in fields and fields.get("rule") != "bp":
+        fields["lr_hidden"] = lr_hidden
+    config = RuleConfig(**fields)
     n_in, n_out = task.train.inputs.shape[2], task.train.targets.shape[2]
     learner = OnlineLearner(n_in, n_out, hidden, config, seed=seed, on_divergence="raise")
     steps = task.train.inputs.shape[0] * task.train.inputs.shape[1]
@@ -91,6 +98,7 @@ def run_one(job: tuple[str, str, int, int, int, str | None]) -> dict:
         error = f"{type(exc).__name__}: {exc}"
     return {
         "task": task_name, "rule": label, "seed": seed, "hidden": hidden, "epochs": epochs,
+        "lr_hidden": config.lr_hidden,
         "test_mse": curve[-1] if curve and error is None else None, "curve": curve,
         "us_per_step": train_s / max(1, len(curve) * steps) * 1e6, "error": error,
         "flops_per_step": flops_per_step(label, hidden, n_in),
@@ -129,19 +137,22 @@ def figure(results: list[dict], path: Path) -> None:
 
     tasks = list(dict.fromkeys(r["task"] for r in results))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
-    markers = dict(zip(RULES, "os^vDP", strict=True))
+    markers = dict(zip(RULES, "os^vDPx", strict=True))
     for ax, task in zip(axes[0], tasks, strict=True):
-        for label in RULES:
+        for k, label in enumerate(RULES):
             rs = [r for r in results if r["task"] == task and r["rule"] == label]
             ok = [r["test_mse"] for r in rs if r["test_mse"] is not None]
             if not ok:
                 continue
             x = rs[0]["flops_per_step"]
-            ax.scatter([x] * len(ok), ok, marker=markers[label], alpha=0.35, s=14)
-            ax.scatter([x], [statistics.median(ok)], marker=markers[label], s=60, label=label)
+            style = {"marker": markers[label], "color": f"C{k}"}
+            ax.scatter([x] * len(ok), ok, alpha=0.35, s=14, **style)
+            ax.scatter([x], [statistics.median(ok)], s=60, label=label, **style)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_title(f"{task}, N = {results[0]['hidden']}")
+        lrh = {r.get("lr_hidden") for r in results if r["rule"] != "hidden layer frozen"}
+        lrh_text = ", ".join(f"{v:g}" for v in sorted(v for v in lrh if v is not None))
+        ax.set_title(f"{task}, N = {results[0]['hidden']}, lr_hidden {lrh_text}", fontsize=9)
         ax.set_xlabel("flops per learning step (design §7)")
         ax.set_ylabel("test MSE (median large, seeds small)")
     axes[0][0].legend(fontsize=7)
@@ -159,16 +170,25 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="1 epoch per task")
     ap.add_argument("--weather", type=Path, default=DEFAULT_WEATHER, help="WTH.csv")
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument(
+        "--lr-hidden", type=float, help="the hidden step of every rule but BP [the default]"
+    )
     ap.add_argument("--json-out", type=Path)
+    ap.add_argument("--from-json", type=Path, nargs="+", help="results saved by --json-out")
     ap.add_argument("--figure", type=Path, default=Path("benchmarks/figures/gradient_rules.png"))
     args = ap.parse_args()
+    if args.from_json:
+        results = [r for p in args.from_json for r in json.loads(p.read_text())]
+        print(table(results))
+        figure(results, args.figure)
+        return
     tasks = list(args.tasks)
     if "weather" in tasks and not args.weather.exists():
         print(f"({args.weather} not found: weather skipped)", file=sys.stderr)
         tasks.remove("weather")
     weather = str(args.weather)
     jobs = [
-        (task, label, args.hidden, seed, 1 if args.quick else EPOCHS[task], weather)
+        (task, label, args.hidden, seed, 1 if args.quick else EPOCHS[task], weather, args.lr_hidden)
         for label in args.rules
         for task in tasks
         for seed in args.seeds
