@@ -22,6 +22,7 @@ magnitude >= 1 can lose its lowest bits (Q7.24 holds 31 significant bits, float3
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -46,6 +47,15 @@ from .serial_link import T_MASK, DeviceResetError, SerialLink
 RULES = ("anp",)
 #: Bytes of a frame that are not bulk data (header, CRC, msgpack keys and small values).
 FRAME_MARGIN = 64
+
+DEFAULT_RETRIES = 5
+"""Resends of a request before a resync, and again after it (the retry budget): a
+serial device allows more than the link's bare default (RETRIES), because a noisy line
+(a flipped bit every ~1,500 bytes) loses a small frame in three now and then, and an
+aborted run loses everything since its last checkpoint."""
+
+MIN_CHUNK = 64
+"""The smallest deploy chunk a noisy line shrinks chunks to (bytes)."""
 STATE_INTS = ("batch", "counter", "rng_seed", "rng_counter", "eval_batch")
 STATE_ARRAYS = ("xh1", "xh2", "xh_eval")
 
@@ -67,7 +77,14 @@ class SerialDevice:
     request overtaken by later ones is refused and sent again in order, never run out of
     order. (A protocol 1.0 device does not check: there a window > 1 can let it run later
     steps first after a lost request; ``link.stats.order_unknown`` counts such events.)
-    base_timeout: the fixed part of a request's timeout (seconds).
+    base_timeout: the fixed part of a request's timeout (seconds). retries: resends of a
+    request before the link resynchronises (and as many after it) before giving up.
+
+    Frames adapt to the line: a STEP carries one step at first and one more after each
+    frame that needed no resend, up to what fits a frame; a resend halves the steps of the
+    next STEPs and the bytes of the next deploy chunks. On a noisy line (a bit
+    flip every few thousand bytes) a large frame is rarely delivered whole, and resending
+    it unchanged until the retries run out aborted long runs; small frames get through.
     """
 
     name = "serial"
@@ -80,18 +97,25 @@ class SerialDevice:
         window: int = 1,
         base_timeout: float = 0.2,
         first_timeout: float = 2.5,
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
         if port is not None and (not isinstance(port, str) or not port.strip()):
             raise ConfigError(f"serial device needs a port URL or device path, got {port!r}")
         if int(window) < 1:
             raise ConfigError(f"window must be >= 1, got {window}")
+        if isinstance(retries, bool) or int(retries) < 0:
+            raise ConfigError(f"retries must be a whole number >= 0, got {retries!r}")
         self.port = port
         self.window = int(window)
         self._link_options = {
             "baudrate": int(baudrate),
             "base_timeout": float(base_timeout),
             "first_timeout": float(first_timeout),
+            "retries": int(retries),
         }
+        # Steps per STEP frame and bytes per deploy chunk, adapted to the line (see above).
+        self._frame_steps = 1
+        self._chunk: int | None = None
         self._link: SerialLink | None = None
         self._closed = False
         self._shape: tuple[int, int, int] | None = None  # (n_in, N, n_out) once loaded
@@ -258,15 +282,22 @@ class SerialDevice:
             extra_s=flash_s,
         )
         off = int(begin.get("off_next", 0))
-        chunk = link.caps.max_frame - FRAME_MARGIN
+        most = link.caps.max_frame - FRAME_MARGIN
         if progress is not None:
             progress(off, len(image))
         while off < len(image):
+            chunk = min(self._chunk or most, most)
+            resent = link.stats.retries
             reply = self._request(
                 MsgType.DEPLOY_CHUNK,
                 {"off": off, "data": image[off : off + chunk]},
                 reply_bytes=32,
             )
+            # A resend halves the next chunks (not below MIN_CHUNK); a clean one doubles.
+            if link.stats.retries > resent:
+                self._chunk = max(MIN_CHUNK, chunk // 2)
+            elif self._chunk is not None:
+                self._chunk = None if 2 * chunk >= most else 2 * chunk
             off = int(reply["off_next"])
             if progress is not None:
                 progress(off, len(image))
@@ -338,13 +369,25 @@ class SerialDevice:
         qx = encode_activities(U)
         qy = encode_activities(Y)
         S = self._steps_per_frame(nb * (n_in + n_out) * 4, nb * n_out * 8 + 16)
-        starts = range(0, T, S)
+        link = self.link
+        # (first step, steps) of each STEP sent, in order: frames vary in size.
+        frames: deque[tuple[int, int]] = deque()
 
         t_base = self._t
 
         def requests() -> Iterator[tuple[int, dict[str, Any]]]:
-            for t0 in starts:
-                s = min(S, T - t0)
+            t0 = 0
+            resent = link.stats.retries
+            while t0 < T:
+                # Halve the steps of a frame after a resend, add one after a clean frame
+                # (TCP's rule: on a noisy line, frames stay small enough to get through).
+                if link.stats.retries > resent:
+                    self._frame_steps = max(1, self._frame_steps // 2)
+                elif t0 > 0:
+                    self._frame_steps = min(S, self._frame_steps + 1)
+                resent = link.stats.retries
+                s = min(self._frame_steps, S, T - t0)
+                frames.append((t0, s))
                 yield (
                     MsgType.STEP,
                     {
@@ -357,6 +400,7 @@ class SerialDevice:
                         "learn": True,
                     },
                 )
+                t0 += s
 
         pred = np.zeros((T, nb, n_out), np.float32)
         loss1 = np.zeros(T)
@@ -370,8 +414,8 @@ class SerialDevice:
             steps=S,
         )
         try:
-            for t0, reply in zip(starts, replies, strict=False):
-                s = min(S, T - t0)
+            for reply in replies:
+                t0, s = frames.popleft()
                 y_hat = unpack_array(reply["y_hat"], "int32", (s, nb, n_out))
                 pred[t0 : t0 + s] = decode_activities(y_hat)
                 loss1[t0 : t0 + s] = decode_loss(unpack_array(reply["loss_1"], "int64", s))

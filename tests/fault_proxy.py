@@ -8,8 +8,9 @@ including a ``0x00``), injecting faults. Every decision is drawn from a generato
 meets the same fate in every run with the same seed.
 
 A fault is ``KIND:DIR:WHEN``; DIR is ``up`` (host -> device), ``down`` or ``both``; WHEN is
-a probability per frame (``0.05``) or a list of frame numbers, 0-based, per direction
-(``@3,7``). Kinds:
+a probability per frame (``0.05``), a probability per byte (``5e-4/B``: a frame of n bytes
+is hit with probability 1 - (1 - p)^n, so long frames are hit more often, as on a noisy
+line) or a list of frame numbers, 0-based, per direction (``@3,7``). Kinds:
 
 - ``flip``: flip one random bit of the frame (the delimiter included);
 - ``drop``: drop one random byte of the frame (the delimiter included);
@@ -49,6 +50,11 @@ class Fault:
     dirs: tuple[str, ...]
     prob: float = 0.0
     frames: frozenset[int] = frozenset()
+    per_byte: bool = False
+
+    def chance(self, nbytes: int) -> float:
+        """The probability that a frame of ``nbytes`` bytes is hit."""
+        return 1.0 - (1.0 - self.prob) ** nbytes if self.per_byte else self.prob
 
     @classmethod
     def parse(cls, spec: str) -> Fault:
@@ -66,6 +72,8 @@ class Fault:
             return cls(kind, dirs, 0.0, frames)
         if kind == "disconnect":
             raise argparse.ArgumentTypeError("disconnect needs a frame number: disconnect:up:@N")
+        if when.endswith("/B"):
+            return cls(kind, dirs, float(when[:-2]), per_byte=True)
         return cls(kind, dirs, float(when))
 
 
@@ -118,7 +126,8 @@ class Proxy:
         for f in self.faults:
             draw = d.rng.random()
             pick = d.rng.random()
-            if d.name in f.dirs and n >= self.skip and (n in f.frames or draw < f.prob):
+            hit = n in f.frames or draw < f.chance(len(frame))
+            if d.name in f.dirs and n >= self.skip and hit:
                 hits.append((f.kind, pick))
         now = time.monotonic()
         out = [frame]

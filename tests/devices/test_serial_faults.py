@@ -52,8 +52,15 @@ class Session:
 
 
 def device(path: str, window: int = 1, base_timeout: float = 0.1) -> SerialDevice:
-    # A short timeout keeps retransmissions after injected faults quick.
-    return SerialDevice(path, base_timeout=base_timeout, first_timeout=1.5, window=window)
+    # A short timeout keeps retransmissions after injected faults quick; the link's own
+    # retry count, which the frame schedules of these tests are written for.
+    return SerialDevice(
+        path,
+        base_timeout=base_timeout,
+        first_timeout=1.5,
+        window=window,
+        retries=serial_link.RETRIES,
+    )
 
 
 def session(
