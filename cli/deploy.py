@@ -20,6 +20,7 @@ from twinpass.kernels.errors import ConfigError
 from twinpass.runtime.learner import OnlineLearner
 
 from .display import Reporter
+from .options import link_retries_option
 from .serial_common import open_device, port_options
 
 
@@ -61,9 +62,12 @@ def check_capabilities(dev: SerialDevice, learner: OnlineLearner) -> None:
     show_default=True,
     help="Read the flash slot back and compare its sha256 before confirming.",
 )
+@link_retries_option
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-def deploy(port: str, baud: int, verify: bool, quiet: bool, checkpoint: str) -> None:
+def deploy(
+    port: str, baud: int, verify: bool, link_retries: int | None, quiet: bool, checkpoint: str
+) -> None:
     """Quantise CHECKPOINT's model and deploy it to the device on --port.
 
     \b
@@ -78,7 +82,7 @@ def deploy(port: str, baud: int, verify: bool, quiet: bool, checkpoint: str) -> 
     report = Reporter(quiet=quiet)
     learner, _ = OnlineLearner.load(checkpoint)
     params = learner.params.arrays()
-    dev = open_device(port, baud)
+    dev = open_device(port, baud, **({} if link_retries is None else {"retries": link_retries}))
     try:
         check_capabilities(dev, learner)
         image = quantise_model(params, learner.config.to_dict())

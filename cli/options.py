@@ -323,15 +323,23 @@ def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def device_from_options(
-    spec: str, noise_scale: float | None, analog_update: str | None, dtype: str
+    spec: str,
+    noise_scale: float | None,
+    analog_update: str | None,
+    dtype: str,
+    *,
+    link_retries: int | None = None,
 ) -> tuple[Device, str]:
     """The device the options describe and the dtype to compute in.
 
-    Raises ConfigError (a one-line message on the command line) for a bad spec or an
-    option that does not fit the device.
+    ``link_retries``: a serial device's retry budget (None: its default; ignored by the
+    other backends, which have no link). Raises ConfigError (a one-line message on the
+    command line) for a bad spec or an option that does not fit the device.
     """
     name, option = parse_spec(spec)
     kw: dict[str, Any] = {}
+    if name == "serial" and link_retries is not None:
+        kw["retries"] = link_retries
     if name != "analog":
         for flag, value in (("--noise-scale", noise_scale), ("--analog-update", analog_update)):
             if value is not None:
@@ -374,3 +382,13 @@ on_divergence_option = click.option(
 def cli_wording(message: str) -> str:
     """A learner's divergence message in the command line's words."""
     return message.replace("on_divergence='rollback'", "--on-divergence rollback")
+
+
+link_retries_option = click.option(
+    "--link-retries",
+    type=click.IntRange(0, 100),
+    default=None,
+    help="serial: resends of a request before the link resynchronises, and again after it, "
+    "before the run stops [default: 5]. Frames shrink after a resend, so a noisy line "
+    "needs few.",
+)

@@ -42,6 +42,7 @@ from .options import (
     dtype_option,
     fit_rule_to_device,
     is_explicit,
+    link_retries_option,
     on_divergence_option,
     rule_config_from_options,
     rule_options,
@@ -178,6 +179,7 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--baud", type=click.IntRange(1), default=115200, show_default=True, help="Serial baud rate."
 )
 @on_divergence_option
+@link_retries_option
 @click.option("--quiet", "-q", is_flag=True, help="Print nothing; results go to files.")
 @click.pass_context
 def stream(
@@ -206,6 +208,7 @@ def stream(
     chunk_size: int,
     baud: int,
     on_divergence: str,
+    link_retries: int | None,
     quiet: bool,
     **rule_opts: Any,
 ) -> None:
@@ -268,7 +271,11 @@ def stream(
             )
         dev_record = saved_dev
         dev, _ = device_from_options(
-            saved_dev["spec"], saved_dev["noise_scale"], saved_dev["analog_update"], dtype
+            saved_dev["spec"],
+            saved_dev["noise_scale"],
+            saved_dev["analog_update"],
+            dtype,
+            link_retries=link_retries,
         )
         # Closed when the command ends, whichever way (the end of the source, an error, the
         # checkpoint after SIGINT/SIGTERM): Click closes the context on every exit path, after
@@ -309,7 +316,9 @@ def stream(
                 return
             cols = src.columns
             if forecaster is None:
-                dev, dtype = device_from_options(device, noise_scale, analog_update, dtype)
+                dev, dtype = device_from_options(
+                    device, noise_scale, analog_update, dtype, link_retries=link_retries
+                )
                 ctx.call_on_close(dev.close)  # as above: on every exit path
                 explicit = {k for k in RULE_OPTION_NAMES if is_explicit(ctx, k)}
                 config = fit_rule_to_device(config, dev, explicit)
