@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from twinpass.devices.serial import SerialDevice
 from twinpass.kernels.errors import DivergenceError
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.csv_rows import BAD_ROW_POLICIES
@@ -264,16 +265,18 @@ def stream(
         assert checkpoint is not None
         saved_dev = _saved_device(checkpoint)
         given = [k for k in ("device", "noise_scale", "analog_update") if is_explicit(ctx, k)]
-        if given and saved_dev != dev_record:
+        moved = given and saved_dev != dev_record and _both_serial(saved_dev, dev_record)
+        if given and saved_dev != dev_record and not moved:
             raise click.UsageError(
                 f"the checkpoint was made on the device {saved_dev}: drop --device, "
                 "--noise-scale and --analog-update to continue it"
             )
-        dev_record = saved_dev
+        if not moved:
+            dev_record = saved_dev
         dev, _ = device_from_options(
-            saved_dev["spec"],
-            saved_dev["noise_scale"],
-            saved_dev["analog_update"],
+            dev_record["spec"],
+            dev_record["noise_scale"],
+            dev_record["analog_update"],
             dtype,
             link_retries=link_retries,
         )
@@ -281,6 +284,8 @@ def stream(
         # checkpoint after SIGINT/SIGTERM): Click closes the context on every exit path, after
         # the summary has been printed. A serial device holds a port and a reader thread.
         ctx.call_on_close(dev.close)
+        if moved:  # the same device on another port path (a USB adapter re-plugged)?
+            _check_same_serial_device(checkpoint, saved_dev, dev)
         forecaster, run_meta = StreamForecaster.load(checkpoint, device=dev)
         saved = run_meta.get("config", {})
         source_state = run_meta.get("source")
@@ -357,6 +362,7 @@ def stream(
                 "rule_name": learner.config.name,
                 "device": dev_record["spec"],
                 "device_spec": dev_record,
+                "device_identity": _serial_identity(learner.device),
                 "metrics_every": forecaster.metrics.every,
                 "ema_alpha": forecaster.metrics.alpha,
             }
@@ -535,6 +541,48 @@ def _summarise(report: Reporter, s: dict[str, Any], rule_name: str, hidden: int)
         )
     else:
         report.line(f"stopped by {stopped}")
+
+
+def _both_serial(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return str(a["spec"]).startswith("serial:") and str(b["spec"]).startswith("serial:")
+
+
+def _serial_identity(dev: Any) -> dict[str, Any] | None:
+    """What tells a serial device apart after its model is loaded: board, firmware and the
+    hash of its active model (None for the other devices)."""
+    if not isinstance(dev, SerialDevice):
+        return None
+    hello = dev.link.hello()  # a fresh look: the load deployed this run's model
+    return {
+        "board": hello.board,
+        "fw": hello.fw,
+        "model_hash": hello.model_hash.hex() if hello.model_hash else None,
+    }
+
+
+def _check_same_serial_device(path: str, saved_dev: dict[str, Any], dev: SerialDevice) -> None:
+    """A resume on another port path continues only on the device the run was on: the same
+    board and firmware, holding the model the run loaded."""
+    from twinpass.runtime.checkpoint import load_checkpoint
+
+    meta = load_checkpoint(path).meta
+    want = meta.get("user", {}).get("run", {}).get("config", {}).get("device_identity")
+    hello = dev.link.hello_info
+    assert hello is not None
+    have = {
+        "board": hello.board,
+        "fw": hello.fw,
+        "model_hash": hello.model_hash.hex() if hello.model_hash else None,
+    }
+    if not want or want != have or have["model_hash"] is None:
+        raise click.UsageError(
+            f"the checkpoint was made on {saved_dev['spec']}; the device on "
+            f"{dev.port} is not the same one (it holds "
+            f"{have['board']} fw {have['fw']}, model {str(have['model_hash'])[:16]}; the run "
+            f"was on {(want or {}).get('board')} fw {(want or {}).get('fw')}, model "
+            f"{str((want or {}).get('model_hash'))[:16]}): drop --device to continue on "
+            f"{saved_dev['spec']}"
+        )
 
 
 def _saved_device(path: str) -> dict[str, Any]:

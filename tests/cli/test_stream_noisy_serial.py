@@ -1,7 +1,8 @@
 """``twinpass stream --device serial:PORT`` through a noisy line (the fault proxy at three
 times the issue's per-byte rates, a real simulator process on real ptys): the run finishes
 with the results of a clean run; ``--link-retries`` sets the retry budget (0: a noisy line
-stops the run with a one-line error, after saving what was learned)."""
+stops the run with a one-line error, after saving what was learned); a resume on another
+port path to the same device is accepted, to another device refused."""
 
 from __future__ import annotations
 
@@ -60,3 +61,24 @@ def test_a_stream_on_a_noisy_serial_line_finishes_as_on_a_clean_one(tmp_path) ->
             )  # fmt: skip
         assert code == 1 and "no reply from the device" in out
         assert len(out.strip().splitlines()) == 1
+
+
+def test_resume_on_another_port_path_to_the_same_device(tmp_path) -> None:
+    """A USB adapter re-plugged comes back under another name: the resume is accepted when
+    the device there is the run's (board, firmware, the run's model), refused otherwise."""
+    src = _csv(tmp_path / "d.csv")
+    ckpt = tmp_path / "c.ckpt"
+    with start_simulator(tmp_path / "flash.bin") as sim:
+        code, out = _stream(sim.path, src, tmp_path / "a.json", "--checkpoint", str(ckpt),
+                            "--max-steps", "100")  # fmt: skip
+        assert code == 0, out
+        other_name = tmp_path / "ttyUSB1"
+        other_name.symlink_to(sim.path)
+        code, out = _stream(str(other_name), src, tmp_path / "b.json", "--checkpoint",
+                            str(ckpt), "--resume")  # fmt: skip
+        assert code == 0, out
+        assert json.loads((tmp_path / "b.json").read_text())["steps"] == ROWS - 1
+    with start_simulator(tmp_path / "flash2.bin") as another:  # no model of this run
+        code, out = _stream(another.path, src, tmp_path / "c.json", "--checkpoint",
+                            str(ckpt), "--resume")  # fmt: skip
+        assert code == 2 and "is not the same one" in out, out
