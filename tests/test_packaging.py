@@ -122,7 +122,12 @@ def test_twinpass_is_the_package_in_its_own_folder() -> None:
     assert NAMESPACE in PACKAGES
     assert NAMESPACE not in PACKAGE_DIR, "twinpass/ is found where setuptools looks by default"
     assert (TOP / "__init__.py").is_file()
-    others = [p for p in REPO.glob(f"*/**/{NAMESPACE}/__init__.py") if ".venv" not in p.parts]
+    # (.venv and build/, the docs' package view, are not sources)
+    others = [
+        p
+        for p in REPO.glob(f"*/**/{NAMESPACE}/__init__.py")
+        if not {".venv", "build"} & set(p.relative_to(REPO).parts)
+    ]
     assert not others, f"a second twinpass package: {others}"
 
 

@@ -14,6 +14,7 @@ from twinpass.cli.main import cli
 from twinpass.devices.base import DeviceInfo
 from twinpass.devices.host import HostDevice
 from twinpass.devices.registry import BACKENDS
+from twinpass.runtime.config import RULES
 
 
 class _FakeDevice:
@@ -54,7 +55,7 @@ def test_json_is_every_info_field_of_every_backend() -> None:
     assert [d["name"] for d in data] == list(BACKENDS)
     host = json.loads(json.dumps(asdict(HostDevice().info())))
     assert data[0] == host
-    assert data[0]["rules"] == ["anp", "np", "wp", "bp"] and data[0]["exact"] is True
+    assert data[0]["rules"] == list(RULES) and data[0]["exact"] is True
 
 
 def test_a_registered_backend_is_listed(monkeypatch) -> None:
