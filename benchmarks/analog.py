@@ -50,8 +50,8 @@ CONFIGS: dict[str, tuple[str, dict, dict]] = {
 
 
 def run_one(name: str, seed: int, epochs: int) -> dict:
+    from twinpass.core.errors import DivergenceError
     from twinpass.devices.registry import make_device
-    from twinpass.kernels.errors import DivergenceError
     from twinpass.runtime import OnlineLearner, RuleConfig
     from twinpass.runtime.tasks import make_task
     from twinpass.runtime.training import train

@@ -25,7 +25,7 @@ import statistics
 import sys
 import time
 
-from twinpass.kernels.errors import DivergenceError
+from twinpass.core.errors import DivergenceError
 from twinpass.runtime import OnlineLearner, RuleConfig
 from twinpass.runtime.tasks import make_task
 from twinpass.runtime.training import evaluate, train_epoch

@@ -38,7 +38,7 @@ import click
 import numpy as np
 
 from twinpass.cli.options import rule_config_from_options, rule_options
-from twinpass.kernels.errors import DivergenceError
+from twinpass.core.errors import DivergenceError
 from twinpass.runtime import OnlineLearner, RuleConfig
 from twinpass.runtime.params import Params
 from twinpass.runtime.tasks import make_task

@@ -30,7 +30,7 @@ CONFIGS = {
 
 
 def run_one(name: str, n: int, seed: int, epochs: int, pairing: str) -> dict:
-    from twinpass.kernels.errors import DivergenceError
+    from twinpass.core.errors import DivergenceError
     from twinpass.runtime import OnlineLearner, RuleConfig
     from twinpass.runtime.tasks import make_task
     from twinpass.runtime.training import train

@@ -14,9 +14,9 @@ import time
 import click
 import numpy as np
 
+from twinpass.core.errors import ConfigError
 from twinpass.devices.serial import SerialDevice, quantise_model
 from twinpass.firmware_sim import model_image as mi
-from twinpass.kernels.errors import ConfigError
 from twinpass.runtime.learner import OnlineLearner
 
 from .display import Reporter

@@ -11,7 +11,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 import click
 
-from twinpass.kernels.errors import TwinpassError
+from twinpass.core.errors import TwinpassError
 
 from .deploy import deploy
 from .device import device

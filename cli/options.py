@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
+from twinpass.core.errors import ConfigError
 from twinpass.devices.base import Device
 from twinpass.devices.registry import make_device, parse_spec
-from twinpass.kernels.errors import ConfigError
 from twinpass.runtime.config import (
     BPTT_MODES,
     FEEDBACKS,

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
+from twinpass.core.errors import DivergenceError
 from twinpass.devices.serial import SerialDevice
-from twinpass.kernels.errors import DivergenceError
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.csv_rows import BAD_ROW_POLICIES
 from twinpass.runtime.metrics import DEFAULT_ALPHA, MetricsLog, metrics_format

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from twinpass.kernels.errors import DivergenceError
+from twinpass.core.errors import DivergenceError
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.learner import OnlineLearner

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, DataError
+from twinpass.core.errors import ConfigError, DataError
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.cluster import n_workers, open_client
 from twinpass.runtime.csv_rows import BAD_ROW_POLICIES

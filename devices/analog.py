@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from twinpass.core.errors import ConfigError, DeviceError, ShapeError
 from twinpass.kernels import analog as ka
 from twinpass.kernels.api import Dims, network_dims
-from twinpass.kernels.errors import ConfigError, DeviceError, ShapeError
 from twinpass.kernels.perturbation import RULE_ANP, RULE_NP
 from twinpass.kernels.rng import new_rng_state
 

@@ -78,8 +78,8 @@ from typing import Any
 
 import numpy as np
 
+from twinpass.core.errors import ConfigError
 from twinpass.kernels import analog as k
-from twinpass.kernels.errors import ConfigError
 
 UPDATE_MODES = ("mixed", "stochastic")
 

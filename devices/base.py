@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, ShapeError
+from twinpass.core.errors import ConfigError, ShapeError
 
 #: The arrays of a model, in the order every backend and the model image keep them.
 PARAM_NAMES = ("A", "R", "B", "D")

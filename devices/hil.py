@@ -21,9 +21,9 @@ import tempfile
 from contextlib import ExitStack
 from typing import Any
 
+from twinpass.core.errors import ConfigError
 from twinpass.firmware_sim.c_firmware import FIRMWARES
 from twinpass.firmware_sim.process import firmware_process
-from twinpass.kernels.errors import ConfigError
 
 from .base import DeviceInfo
 from .serial import SerialDevice

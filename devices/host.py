@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from twinpass.core.errors import ConfigError, DeviceError, ShapeError
 from twinpass.kernels.api import (
     GRADIENT_RULES,
     GRADIENT_STATE_FIELDS,
@@ -33,7 +34,6 @@ from twinpass.kernels.bptt import (
     bptt_reset,
     bptt_scratch,
 )
-from twinpass.kernels.errors import ConfigError, DeviceError, ShapeError
 from twinpass.kernels.perturbation import C_FILL, C_HEAD
 from twinpass.kernels.rng import new_rng_state
 

@@ -30,7 +30,7 @@ import msgpack
 import numpy as np
 from cobs import cobs
 
-from twinpass.kernels.errors import ProtocolError
+from twinpass.core.errors import ProtocolError
 
 PROTO_MAJOR = 1
 # 1.1: STEP order is checked (STEP's t against the device's t_next) in a session whose

@@ -13,7 +13,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 
 from .analog import AnalogDevice
 from .base import Device, DeviceInfo

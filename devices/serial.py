@@ -28,9 +28,9 @@ from typing import Any
 
 import numpy as np
 
+from twinpass.core.errors import ConfigError, DeviceError, RemoteError, ShapeError
 from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.fixed_point import decode_activities, decode_loss, encode_activities
-from twinpass.kernels.errors import ConfigError, DeviceError, RemoteError, ShapeError
 
 from .base import (
     PARAM_NAMES,

@@ -47,7 +47,7 @@ from typing import Any
 
 import serial
 
-from twinpass.kernels.errors import DeviceError, ProtocolError, RemoteError
+from twinpass.core.errors import DeviceError, ProtocolError, RemoteError
 
 from .protocol import (
     DEFAULT_MAX_FRAME,

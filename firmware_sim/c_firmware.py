@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from twinpass.kernels.errors import DeviceError
+from twinpass.core.errors import DeviceError
 
 #: The kinds of firmware a ``hil`` session can run.
 FIRMWARES = ("sim", "c", "qemu")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from twinpass.core.errors import ConfigError, ShapeError
 from twinpass.devices.protocol import (
     PROTO_MAJOR,
     PROTO_MINOR,
@@ -34,7 +35,6 @@ from twinpass.devices.protocol import (
     error_payload,
     pack_array,
 )
-from twinpass.kernels.errors import ConfigError, ShapeError
 
 from . import model_image as mi
 from .fixed_point import MAX_BATCH, U64_MAX, FixedNet, Hyper

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from twinpass.kernels.errors import DeviceError
+from twinpass.core.errors import DeviceError
 
 SECTOR = 4096
 DEFAULT_SLOT_SIZE = 256 * 1024

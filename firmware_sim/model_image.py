@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from twinpass.kernels.errors import CheckpointError
+from twinpass.core.errors import CheckpointError
 
 from .fixed_point import (
     A_FRAC,

@@ -21,7 +21,7 @@ import tty
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
-from twinpass.kernels.errors import ConfigError, DeviceError
+from twinpass.core.errors import ConfigError, DeviceError
 
 from . import c_firmware
 

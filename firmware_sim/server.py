@@ -208,7 +208,7 @@ def _print_path(path: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from twinpass.kernels.errors import TwinpassError
+    from twinpass.core.errors import TwinpassError
 
     try:
         run(

@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, ShapeError
+from twinpass.core.errors import ConfigError, ShapeError
+
 from .forward import forward_block
 from .perturbation import (
     N_COUNTS,

@@ -59,8 +59,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 from numba import njit
 
+from twinpass.core.errors import ConfigError, ShapeError
 from twinpass.kernels.decorrelation import decorrelate
-from twinpass.kernels.errors import ConfigError, ShapeError
 
 __all__ = [
     "STATE_FIELDS",

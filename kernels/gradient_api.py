@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from twinpass.core.errors import ConfigError, ShapeError
+
 from .api import (
     READOUT_CODES,
     Dims,
@@ -24,7 +26,6 @@ from .api import (
     network_dims,
 )
 from .eprop import eprop_block
-from .errors import ConfigError, ShapeError
 from .online_gradient import N_GWORK
 from .rtrl import rtrl_block
 from .uoro import uoro_block

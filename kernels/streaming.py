@@ -19,8 +19,9 @@ import math
 import numpy as np
 from numba import njit
 
+from twinpass.core.errors import ConfigError, ShapeError
+
 from .api import check_array
-from .errors import ConfigError, ShapeError
 
 F64 = np.dtype(np.float64)
 I64 = np.dtype(np.int64)

@@ -4,7 +4,7 @@
 >>> learner = OnlineLearner(n_in=1, n_out=1, n_hidden=100, config=RuleConfig(rule="anp"))
 """
 
-from twinpass.kernels.errors import (
+from twinpass.core.errors import (
     CheckpointError,
     ConfigError,
     DataError,

@@ -39,7 +39,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from twinpass.kernels.errors import CheckpointError
+from twinpass.core.errors import CheckpointError
 
 from .atomic import atomic_write
 

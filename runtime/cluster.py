@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from distributed import Client

@@ -10,7 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 
 RULES = ("anp", "np", "wp", "bp", "rtrl", "eprop", "uoro")
 #: The online gradient rules (docs/design.md §3.7-3.9): a clean replica, no perturbation.

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, DataError
+from twinpass.core.errors import ConfigError, DataError
 
 BAD_ROW_POLICIES = ("error", "skip")
 MAX_VALUE = float(np.finfo(np.float32).max)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, ShapeError
+from twinpass.core.errors import ConfigError, ShapeError
 
 from .config import RuleConfig
 from .learner import OnlineLearner

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from twinpass.core.errors import CheckpointError, ConfigError, DivergenceError, ShapeError
 from twinpass.devices.base import Device, StepResult
 from twinpass.devices.host import HostDevice
-from twinpass.kernels.errors import CheckpointError, ConfigError, DivergenceError, ShapeError
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import RuleConfig

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, DataError
+from twinpass.core.errors import ConfigError, DataError
 from twinpass.kernels.streaming import accumulate_errors
 
 DEFAULT_ALPHA = 0.01

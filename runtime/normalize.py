@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 from twinpass.kernels.streaming import normalize_block, screen_column
 
 _KIND = "twinpass.running-normalizer"

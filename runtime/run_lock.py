@@ -18,7 +18,7 @@ from typing import IO
 
 import portalocker
 
-from twinpass.kernels.errors import CheckpointError
+from twinpass.core.errors import CheckpointError
 
 
 def lock_path(checkpoint: str | os.PathLike[str]) -> str:

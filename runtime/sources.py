@@ -48,7 +48,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, DataError
+from twinpass.core.errors import ConfigError, DataError
 
 from .csv_rows import Layout, Malformed, RowParser, is_number, split_record
 from .tasks.mackey_glass import MackeyGlassStream

@@ -66,8 +66,8 @@ from typing import Any
 
 import numpy as np
 
+from twinpass.core.errors import CheckpointError, ConfigError, DataError, DivergenceError
 from twinpass.devices.base import Device
-from twinpass.kernels.errors import CheckpointError, ConfigError, DataError, DivergenceError
 
 from .config import RuleConfig
 from .learner import OnlineLearner, RunResult

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 
 from .learner import OnlineLearner
 from .tasks import Task

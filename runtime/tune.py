@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, DataError, DivergenceError
+from twinpass.core.errors import ConfigError, DataError, DivergenceError
 
 from .config import RuleConfig
 from .streaming import StreamForecaster

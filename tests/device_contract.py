@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from twinpass.core.errors import ConfigError, DeviceError, ShapeError
 from twinpass.devices.base import PARAM_NAMES, Device, DeviceInfo, StepResult
 from twinpass.devices.registry import make_device
-from twinpass.kernels.errors import ConfigError, DeviceError, ShapeError
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK, RULES
 

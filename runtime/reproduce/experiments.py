@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 from twinpass.runtime.config import PAPER_NETWORK, RuleConfig
 
 #: Rule label -> (RuleConfig factory arguments, whether it is a "reference" configuration).

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import Any
 
-from twinpass.kernels.errors import TwinpassError
+from twinpass.core.errors import TwinpassError
 
 METHODS = ("anp", "full-bptt")
 CHUNK = 1000

@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twinpass.kernels.errors import DataError, DivergenceError
+from twinpass.core.errors import DataError, DivergenceError
 from twinpass.runtime.learner import OnlineLearner
 from twinpass.runtime.tasks import Task, make_task
 from twinpass.runtime.training import EpochRecord, train

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 
 from .base import Split, Task
 from .copy_memory import CopyTask, make_copy

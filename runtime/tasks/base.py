@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, ShapeError
+from twinpass.core.errors import ConfigError, ShapeError
 
 SPLITS = ("train", "test")
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 
 from .base import Split, Task, int_param
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, DataError
+from twinpass.core.errors import ConfigError, DataError
 
 ORDER = 10
 """Terms in the recurrence's sum, and the lag of its input product."""

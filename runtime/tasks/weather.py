@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from twinpass.kernels.errors import ConfigError, DataError
+from twinpass.core.errors import ConfigError, DataError
 
 from .base import Split, Task, int_param
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from twinpass.core.errors import ConfigError
 from twinpass.devices.analog import AnalogDevice
 from twinpass.devices.analog_model import PRESETS, AnalogParams, kernel_vector
 from twinpass.devices.host import HostDevice
 from twinpass.devices.registry import make_device
 from twinpass.kernels import analog as ka
-from twinpass.kernels.errors import ConfigError
 from twinpass.kernels.rng import new_rng_state
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
@@ -280,7 +280,7 @@ def test_checkpoint_needs_the_same_device(tmp_path) -> None:
     ln.run(s[:100, None], s[1:101, None])
     ln.save(tmp_path / "a.ckpt")
     rest = ln.run(s[100:200, None], s[101:201, None])
-    from twinpass.kernels.errors import CheckpointError
+    from twinpass.core.errors import CheckpointError
 
     with pytest.raises(CheckpointError, match="analog"):
         OnlineLearner.load(tmp_path / "a.ckpt")

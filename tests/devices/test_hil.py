@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from sim_process import FIRMWARES, start_simulator
 
+from twinpass.core.errors import ConfigError, DeviceError
 from twinpass.devices.hil import HilDevice
 from twinpass.devices.registry import make_device
 from twinpass.devices.serial import SerialDevice
-from twinpass.kernels.errors import ConfigError, DeviceError
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

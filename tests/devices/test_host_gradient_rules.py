@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.learner import OnlineLearner
 

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from twinpass.core.errors import ProtocolError
 from twinpass.devices.protocol import (
     Frame,
     FrameReader,
@@ -22,7 +23,6 @@ from twinpass.devices.protocol import (
     pack_array,
     unpack_array,
 )
-from twinpass.kernels.errors import ProtocolError
 
 payload_values = st.recursive(
     st.none()

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import twinpass.devices as devices_pkg
+from twinpass.core.errors import ConfigError
 from twinpass.devices.base import Device, DeviceInfo
 from twinpass.devices.host import HostDevice
 from twinpass.devices.registry import BACKENDS, backend_infos, make_device, parse_spec
-from twinpass.kernels.errors import ConfigError
 
 
 def test_every_backend_builds_an_unloaded_device_named_as_registered() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from twinpass.core.errors import DeviceError, ProtocolError, RemoteError
 from twinpass.devices.protocol import (
     PROTO_MAJOR,
     REPLY,
@@ -28,7 +29,6 @@ from twinpass.devices.protocol import (
     encode_frame,
 )
 from twinpass.devices.serial_link import DeviceResetError, LinkClosedError, SerialLink
-from twinpass.kernels.errors import DeviceError, ProtocolError, RemoteError
 
 
 class Responder:

@@ -11,9 +11,9 @@ import pytest
 from fault_proxy import ProxyProcess
 from sim_process import start_simulator
 
+from twinpass.core.errors import ConfigError
 from twinpass.devices.serial import SerialDevice
 from twinpass.devices.serial_link import LinkStats
-from twinpass.kernels.errors import ConfigError
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

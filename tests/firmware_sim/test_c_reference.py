@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from naive.fixed_point import CNet, Overflow
 
+from twinpass.core.errors import ConfigError
 from twinpass.firmware_sim.fixed_point import (
     A_FRAC,
     U64_MAX,
@@ -18,7 +19,6 @@ from twinpass.firmware_sim.fixed_point import (
     hyper_from_rule,
 )
 from twinpass.firmware_sim.fixed_point import quantise_array as q
-from twinpass.kernels.errors import ConfigError
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

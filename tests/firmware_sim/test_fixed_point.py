@@ -9,6 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
+from twinpass.core.errors import ConfigError
 from twinpass.firmware_sim import fixed_point as fp
 from twinpass.firmware_sim.fixed_point import (
     A_FRAC,
@@ -23,7 +24,6 @@ from twinpass.firmware_sim.fixed_point import (
     quantise_array,
     tanh_q16,
 )
-from twinpass.kernels.errors import ConfigError
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

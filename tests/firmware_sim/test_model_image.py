@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from twinpass.core.errors import CheckpointError
 from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.fixed_point import Hyper
-from twinpass.kernels.errors import CheckpointError
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

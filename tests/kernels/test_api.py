@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from twinpass.core.errors import ConfigError, ShapeError, TwinpassError
 from twinpass.kernels import api
-from twinpass.kernels.errors import ConfigError, ShapeError, TwinpassError
 from twinpass.kernels.rng import new_rng_state
 
 N_IN, N, N_OUT, NB, T = 3, 5, 2, 2, 4

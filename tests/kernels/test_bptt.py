@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from naive import bptt as naive
 
+from twinpass.core.errors import ConfigError, ShapeError
 from twinpass.kernels.bptt import (
     STATE_FIELDS,
     BPTTBuffers,
@@ -18,7 +19,6 @@ from twinpass.kernels.bptt import (
     bptt_scratch,
     bptt_step,
 )
-from twinpass.kernels.errors import ConfigError, ShapeError
 
 N_IN, N, N_OUT, T = 3, 8, 2, 30
 # The kernel's defaults are the baseline's (chunked, Adam, clip 1.0); the tests name each.

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from naive import gradient_rules as naive
 
+from twinpass.core.errors import ConfigError, ShapeError
 from twinpass.kernels.api import allocate_learn_state, network_dims
 from twinpass.kernels.bptt import bptt_block, bptt_scratch
-from twinpass.kernels.errors import ConfigError, ShapeError
 from twinpass.kernels.gradient_api import (
     allocate_gradient_state,
     allocate_gradient_workspace,

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from naive import readout as nv
 
+from twinpass.core.errors import ConfigError
 from twinpass.kernels import api
-from twinpass.kernels.errors import ConfigError
 from twinpass.kernels.guard import estimate_spectral_radius
 from twinpass.kernels.perturbation import C_GUARD, C_RLS_RESET
 from twinpass.kernels.rng import new_rng_state

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pytest
 
-from twinpass.kernels.errors import ConfigError, ShapeError
+from twinpass.core.errors import ConfigError, ShapeError
 from twinpass.kernels.streaming import accumulate_errors, normalize_block
 
 

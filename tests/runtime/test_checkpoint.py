@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twinpass.kernels.errors import CheckpointError
+from twinpass.core.errors import CheckpointError
 from twinpass.runtime import checkpoint as ck
 from twinpass.runtime.checkpoint import (
     MAGIC,

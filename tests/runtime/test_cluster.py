@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 from twinpass.runtime.cluster import n_workers, open_client
 
 

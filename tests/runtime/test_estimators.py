@@ -9,7 +9,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from twinpass.kernels.errors import ConfigError, ShapeError
+from twinpass.core.errors import ConfigError, ShapeError
 from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.estimators import TwinpassRegressor
 from twinpass.runtime.learner import OnlineLearner

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twinpass.kernels.errors import TwinpassError
+from twinpass.core.errors import TwinpassError
 from twinpass.runtime.csv_rows import RowParser
 from twinpass.runtime.sources import CsvFileSource, StdinSource
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from twinpass.core.errors import CheckpointError, ConfigError
 from twinpass.devices.base import DeviceInfo
-from twinpass.kernels.errors import CheckpointError, ConfigError
 from twinpass.runtime import OnlineLearner, RuleConfig
 from twinpass.runtime.checkpoint import load_checkpoint, save_checkpoint
 from twinpass.runtime.normalize import RunningNormalizer

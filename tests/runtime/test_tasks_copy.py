@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from naive.tasks import reference_copy_data, reference_copy_error_bits
 
-from twinpass.kernels.errors import ConfigError, ShapeError
+from twinpass.core.errors import ConfigError, ShapeError
 from twinpass.runtime.tasks import CopyTask, Task, make_copy, make_task
 
 

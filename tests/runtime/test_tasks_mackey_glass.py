@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from naive.tasks import reference_mackey_glass_data
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 from twinpass.runtime.tasks import (
     STREAM_OFFSET,
     MackeyGlassStream,

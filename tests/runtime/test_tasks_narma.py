@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 from twinpass.runtime.tasks.narma import narma10
 
 

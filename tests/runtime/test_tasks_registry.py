@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twinpass.kernels.errors import ConfigError, ShapeError
+from twinpass.core.errors import ConfigError, ShapeError
 from twinpass.runtime.tasks import TASKS, Split, Task, make_task
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from shared_data import WTH, needs_wth
 
-from twinpass.kernels.errors import ConfigError, DataError
+from twinpass.core.errors import ConfigError, DataError
 from twinpass.runtime.tasks import make_task, make_weather
 from twinpass.runtime.tasks.weather import FEATURES
 

@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from twinpass.kernels.errors import DataError
+from twinpass.core.errors import DataError
 from twinpass.runtime.cluster import open_client
 from twinpass.runtime.config import PAPER_NETWORK, RuleConfig
 from twinpass.runtime.tasks.mackey_glass import MackeyGlassStream

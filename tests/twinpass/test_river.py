@@ -16,7 +16,7 @@ from river import datasets, evaluate, linear_model, metrics, preprocessing  # no
 from river.checks import check_estimator  # noqa: E402
 
 import twinpass.river  # noqa: E402
-from twinpass.kernels.errors import ConfigError  # noqa: E402
+from twinpass.core.errors import ConfigError  # noqa: E402
 
 
 @pytest.mark.parametrize(

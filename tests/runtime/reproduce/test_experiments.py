@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from twinpass.kernels.errors import ConfigError
+from twinpass.core.errors import ConfigError
 from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.reproduce.experiments import (
     ALL_EXPERIMENTS,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from twinpass.kernels.errors import DataError
+from twinpass.core.errors import DataError
 from twinpass.runtime.reproduce.experiments import plan
 from twinpass.runtime.reproduce.runner import RESULTS_FILE, load_results, run_all, run_spec
 

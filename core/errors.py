@@ -1,8 +1,8 @@
 """The project's exception hierarchy.
 
-It lives at the bottom of the dependency graph (``twinpass.kernels`` imports nothing else of
-the project) so that every layer, kernels included, raises the same types. Users import
-them from ``twinpass.runtime``.
+It lives on the ground floor (``twinpass.core`` imports nothing else of the project) so that
+every layer raises the same types, and the firmware simulator needs neither the devices nor
+the kernels for them. Users import them from ``twinpass`` or ``twinpass.runtime``.
 """
 
 from __future__ import annotations
