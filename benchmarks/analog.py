@@ -78,7 +78,9 @@ def speed(repeats: int, steps: int) -> list[dict]:
 
     from twinpass.devices.registry import make_device
     from twinpass.runtime import Params, RuleConfig
+    from twinpass.runtime.config import PAPER_NETWORK
 
+    paper = RuleConfig(**PAPER_NETWORK)
     rows = []
     devices = [
         ("host", "host", {}),
@@ -91,7 +93,7 @@ def speed(repeats: int, steps: int) -> list[dict]:
         made = []
         for label, spec, opts in devices:
             dev = make_device(spec, **opts)
-            dev.load(Params.init(1, n, 1, seed=0).arrays(), RuleConfig().to_dict(), seed=0)
+            dev.load(Params.init(1, n, 1, seed=0).arrays(), paper.resolve(1, n, 1), seed=0)
             dev.step(U[: steps // 10], Y[: steps // 10])  # compile, and leave the start
             made.append((label, dev, []))
         for _ in range(repeats):  # interleaved, so that machine load hits all alike

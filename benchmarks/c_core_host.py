@@ -31,6 +31,7 @@ import numpy as np
 from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.fixed_point import W_FRAC, FixedNet, hyper_from_rule, quantise_array
 from twinpass.runtime import Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
 
@@ -47,7 +48,7 @@ def build(out: Path, cflags: str) -> Path:
 
 def image(n: int, seed: int = 0) -> bytes:
     p = Params.init(1, n, 1, seed=seed)
-    hyper = hyper_from_rule(RuleConfig().to_dict(), n + 2)
+    hyper = hyper_from_rule(RuleConfig(**PAPER_NETWORK).resolve(1, n, 1))
     return mi.build(*(quantise_array(m, W_FRAC) for m in (p.A, p.R, p.B)), None, hyper)
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from twinpass.firmware_sim import c_firmware
 from twinpass.firmware_sim import model_image as mi
 from twinpass.runtime import Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 
 RAM = 128 * 1024
 ARENA = RAM - 32 * 1024  # firmware/app/device.h: TP_FIRMWARE_RESERVED
@@ -37,7 +38,11 @@ SLOT_BOARD = 128 * 1024
 def core_bytes(harness: Path, n: int, tmp: str) -> int:
     """RAM the C core lays out for a 1-N-1 model, batch 1: ``twinpass_core_host check``."""
     path = Path(tmp) / f"model{n}.bin"
-    path.write_bytes(mi.quantise(Params.init(1, n, 1, seed=0).arrays(), RuleConfig().to_dict()))
+    path.write_bytes(
+        mi.quantise(
+            Params.init(1, n, 1, seed=0).arrays(), RuleConfig(**PAPER_NETWORK).resolve(1, n, 1)
+        )
+    )
     out = subprocess.run(
         [str(harness), "check", str(path)], capture_output=True, text=True, check=True
     ).stdout

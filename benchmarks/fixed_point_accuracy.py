@@ -20,6 +20,7 @@ import numpy as np
 from twinpass.firmware_sim.fixed_point import A_FRAC, W_FRAC, FixedNet, hyper_from_rule
 from twinpass.firmware_sim.fixed_point import quantise_array as q
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 from twinpass.runtime.tasks import make_mackey_glass
 from twinpass.runtime.training import train
 
@@ -27,7 +28,7 @@ from twinpass.runtime.training import train
 def fixed_run(task, n_hidden: int, epochs: int, seed: int) -> tuple[list[float], float]:
     """Test MSE after each epoch (epoch 0 first) and steps per second."""
     p = Params.init(1, n_hidden, 1, seed=seed)
-    hyper = hyper_from_rule(RuleConfig().to_dict(), n_hidden + 2)
+    hyper = hyper_from_rule(RuleConfig(**PAPER_NETWORK).resolve(1, n_hidden, 1))
     net = FixedNet(q(p.A, W_FRAC), q(p.R, W_FRAC), q(p.B, W_FRAC), None, hyper, seed=seed)
     U, Y = q(task.train.inputs, A_FRAC), q(task.train.targets, A_FRAC)
     Ut = np.swapaxes(q(task.test.inputs, A_FRAC), 0, 1)

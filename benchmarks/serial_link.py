@@ -46,6 +46,7 @@ from twinpass.firmware_sim import c_firmware
 from twinpass.firmware_sim.fixed_point import encode_activities
 from twinpass.firmware_sim.process import firmware_process
 from twinpass.runtime import Params, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
 
 
 def step_requests(n: int, steps: int) -> Iterator[tuple[int, dict]]:
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--icount needs --firmware qemu")
         return icount_main(args, argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    rule = RuleConfig().to_dict()
+    rule = RuleConfig(**PAPER_NETWORK)
     rt_rows, be_rows, dep_rows = [], [], []
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             params = Params.init(1, n, 1, seed=0).arrays()
             lock = SerialDevice(path, window=1)
-            lock.load(params, rule, seed=0)
+            lock.load(params, rule.resolve(1, n, 1), seed=0)
             window = lock.link.caps.rx_window
             r = args.repeats
             ping = statistics.median(pings(lock, 1000) for _ in range(r))
@@ -163,10 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             be_lock, be_bytes = median(r, backend_steps, lock, args.steps)
             lock.close()
             pipe = SerialDevice(path, window=window)
-            pipe.load(params, rule, seed=0)
+            pipe.load(params, rule.resolve(1, n, 1), seed=0)
             be_pipe, _ = median(r, backend_steps, pipe, args.steps)
             times = []
-            images = [quantise_model(Params.init(1, n, 1, seed=s).arrays(), rule) for s in (1, 2)]
+            images = [
+                quantise_model(Params.init(1, n, 1, seed=s).arrays(), rule.resolve(1, n, 1))
+                for s in (1, 2)
+            ]
             for r in range(args.repeats):
                 t0 = time.perf_counter()
                 pipe.deploy_image(images[r % 2])  # alternate: every deploy uploads
@@ -210,14 +214,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def icount_main(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Instructions per step of the netduinoplus2 image, one QEMU per size (a fresh count)."""
-    rule = RuleConfig().to_dict()
+    rule = RuleConfig(**PAPER_NETWORK)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         with ExitStack() as stack:
             path = stack.enter_context(firmware_process("qemu", "", icount=True))
             dev = SerialDevice(path, window=1)
             stack.callback(dev.close)
-            dev.load(Params.init(1, n, 1, seed=0).arrays(), rule, seed=0)
+            dev.load(Params.init(1, n, 1, seed=0).arrays(), rule.resolve(1, n, 1), seed=0)
             runs = [instructions_per_step(dev, args.steps)[0] for _ in range(args.repeats)]
             rows.append((n, statistics.median(runs), min(runs), max(runs)))
             print(f"N={n} done", file=sys.stderr, flush=True)

@@ -85,7 +85,7 @@ def deploy(
     dev = open_device(port, baud, **({} if link_retries is None else {"retries": link_retries}))
     try:
         check_capabilities(dev, learner)
-        image = quantise_model(params, learner.config.to_dict())
+        image = quantise_model(params, learner.device.rule_spec())
         digest = mi.sha256(image)
         back = mi.dequantise(image, "float64")
         err = max(float(np.max(np.abs(back[k] - params[k]))) for k in params)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from twinpass.core.errors import ConfigError, DeviceError, ShapeError
+from twinpass.core.rule_spec import RuleSpec
 from twinpass.kernels import analog as ka
 from twinpass.kernels.api import Dims, network_dims
 from twinpass.kernels.perturbation import RULE_ANP, RULE_NP
@@ -41,6 +42,7 @@ from .base import (
     StepResult,
     check_batch,
     check_label_delay,
+    check_paper_network,
     check_params,
     check_rule,
 )
@@ -141,7 +143,7 @@ class AnalogDevice:
     def load(
         self,
         params: Mapping[str, np.ndarray],
-        rule: Mapping[str, Any],
+        rule: RuleSpec,
         *,
         batch: int = 1,
         seed: int = 0,
@@ -150,18 +152,22 @@ class AnalogDevice:
         self._check_open()
         check_params(params)
         check_batch(batch)
-        self._check_rule(rule)
-        check_label_delay(label_delay, 0, self.name)
         A, R, B, D = (
             np.ascontiguousarray(np.array(params[k], dtype=np.float32)) for k in PARAM_NAMES
         )
         dims = network_dims(A, R, B, D)
+        spec = check_rule(
+            rule,
+            self.info(),
+            (dims.n_in, dims.n_hidden, dims.n_out),
+            why=" (BP needs exact gradients, which an analog substrate does not give)",
+        )
+        check_paper_network(spec, self.name)
+        check_label_delay(label_delay, 0, self.name)
         self._dims: Dims = dims
-        self._rule = dict(rule)
-        self._decor = bool(self._rule.get("decorrelation", False))
-        self._code = RULE_CODES[self._rule["rule"]]
-        gain = self._rule.get("gain")
-        self._gain = float(np.sqrt(dims.n_total)) if gain is None else float(gain)
+        self._rule: RuleSpec = spec
+        self._decor = spec.decorrelation
+        self._code = RULE_CODES[spec.rule]
         self.batch = nb = int(batch)
         n, n_in, n_out = dims.n_hidden, dims.n_in, dims.n_out
         self._rngs = _rng_states(int(seed))
@@ -211,6 +217,10 @@ class AnalogDevice:
             "EO": np.zeros((n_out, n) if wp else (0, 0), np.float32),
         }
         self._eval_ws = self._eval_workspace(nb)
+
+    def rule_spec(self) -> RuleSpec:
+        self._loaded()
+        return self._rule
 
     def _eval_workspace(self, nb: int) -> dict[str, np.ndarray]:
         d = self._dims
@@ -264,9 +274,9 @@ class AnalogDevice:
             H.W, H.dev, H.tw, H.chi, O.W, O.dev, O.tw, O.chi, D.W, D.dev, D.tw, D.chi,
             scales, self._prm, self._xh1, self._xh2, self._counters, self._rngs,
             int(self.params.refresh_every), U, Y, pred, loss1, loss2,
-            self._code, float(r["lr"]), float(r["sigma"]), float(r.get("eps", 0.0)),
-            self._gain, self._decor, self._two_noisy(), int(r.get("resync_every", 0)),
-            bool(r.get("output_cap", False)),
+            self._code, r.lr, r.sigma, r.eps,
+            r.gain, self._decor, self._two_noisy(), r.resync_every,
+            r.output_cap,
             w["work"], w["work_out"], w["zbuf"], w["xbuf"], w["alpha"], w["nzH"], w["nzO"],
             w["pmax"], w["q"], w["nbuf"], w["EH"], w["EO"],
         )  # fmt: skip
@@ -333,7 +343,7 @@ class AnalogDevice:
         """ANP always learns from two noisy passes here; NP as configured; WP never."""
         if self._code == RULE_ANP:
             return True
-        return self._code == RULE_NP and bool(self._rule.get("two_noisy_passes", False))
+        return self._code == RULE_NP and self._rule.two_noisy_passes
 
     def _state_arrays(self) -> dict[str, np.ndarray]:
         tiles = self._loaded()
@@ -348,23 +358,6 @@ class AnalogDevice:
             for name, arr in tile.arrays().items():
                 state[f"tile.{key}.{name}"] = arr
         return state
-
-    def _check_rule(self, rule: Mapping[str, Any]) -> None:
-        check_rule(
-            rule,
-            RULES,
-            f"is not one the analog device runs: {', '.join(RULES)} "
-            "(BP needs exact gradients, which an analog substrate does not give)",
-            readouts=("anp",),
-            device="analog",
-        )
-        name = rule["rule"]
-        if name in ("np", "wp") and not float(rule["sigma"]) > 0:
-            raise ConfigError(f"{name.upper()} divides by sigma: sigma must be > 0")
-        if name == "wp" and rule.get("two_noisy_passes", False):
-            raise ConfigError("WP needs a clean replica: it cannot run with two noisy passes")
-        if not float(rule["lr"]) > 0:
-            raise ConfigError("lr must be > 0")
 
     def _check_open(self) -> None:
         if self._closed:

@@ -3,8 +3,9 @@
 A device holds a model (parameters and the learning rule's hyperparameters) and both
 replicas' state, and learns online from blocks of inputs and targets. The runtime's
 :class:`~twinpass.runtime.learner.OnlineLearner` drives any device unchanged. The interface
-speaks plain data (arrays and a dict of hyperparameters), the same that crosses a serial
-line, so a backend never needs the runtime's types.
+speaks plain data: arrays, and the learning rule as a :class:`~twinpass.core.rule_spec.RuleSpec`
+(frozen, typed, every default resolved once by ``RuleConfig.resolve``), so a backend never
+needs the runtime's types and never works out a default of its own.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from twinpass.core.errors import ConfigError, ShapeError
+from twinpass.core.rule_spec import RuleSpec, check_rule_spec
 
 #: The arrays of a model, in the order every backend and the model image keep them.
 PARAM_NAMES = ("A", "R", "B", "D")
@@ -34,40 +36,48 @@ def check_batch(batch: int) -> None:
 
 
 def check_rule(
-    rule: Mapping[str, Any],
-    rules: tuple[str, ...],
-    refusal: str,
+    rule: object,
+    info: DeviceInfo,
+    shape: tuple[int, int, int],
     *,
-    readouts: tuple[str, ...] | None = None,
-    device: str = "",
-) -> None:
-    """Refuse a rule mapping (it may come over a wire) whose rule is not in ``rules``,
-    saying ``rule 'x' {refusal}``, or that lacks lr or sigma (ConfigError).
+    why: str = "",
+) -> RuleSpec:
+    """The resolved rule a backend was given, if it can run it on a network of ``shape``.
 
-    ``readouts``: the readout rules the device runs; a device that gives them runs the
-    paper's network only (readout over the hidden state, units without leak), and a rule
-    asking for more is refused with a message naming what it can run.
+    Refuses (ConfigError) anything but a :class:`~twinpass.core.rule_spec.RuleSpec` (a
+    mapping would leave the backend to guess missing defaults), a rule resolved for another
+    network size (its gain would be another network's), and a rule or readout the backend
+    does not list in ``info``, naming the ones it can run; ``why`` is added to the refusal
+    of a rule.
     """
-    name = rule.get("rule")
-    if name not in rules:
-        raise ConfigError(f"rule {name!r} {refusal}")
-    missing = [k for k in ("lr", "sigma") if k not in rule]
-    if missing:
-        raise ConfigError(f"rule configuration lacks {', '.join(missing)}")
-    if readouts is None:
-        return
-    readout = rule.get("readout", "anp")
-    if readout not in readouts:
+    spec = check_rule_spec(rule)
+    if spec.shape != tuple(shape):
         raise ConfigError(
-            f"readout {readout!r} is not one the {device} device runs: it offers "
-            f"{', '.join(readouts)} (choose it with --readout)"
+            "the rule was resolved for a {}-{}-{} network, the model is {}-{}-{}: resolve "
+            "it for this one (RuleConfig.resolve)".format(*spec.shape, *shape)
         )
-    if rule.get("readout_inputs", False):
+    if spec.rule not in info.rules:
+        raise ConfigError(
+            f"rule {spec.rule!r} is not one the {info.name} device runs: it runs "
+            f"{', '.join(info.rules)}{why}"
+        )
+    if spec.readout not in info.readouts:
+        raise ConfigError(
+            f"readout {spec.readout!r} is not one the {info.name} device runs: it offers "
+            f"{', '.join(info.readouts)} (choose it with --readout)"
+        )
+    return spec
+
+
+def check_paper_network(spec: RuleSpec, device: str) -> None:
+    """Refuse a network other than the paper's (readout over the hidden state, units
+    without leak) on a device that runs only that one."""
+    if spec.readout_inputs:
         raise ConfigError(
             f"the {device} device's readout sees the hidden state only: "
             "use readout_inputs=False (--no-readout-inputs)"
         )
-    if float(rule.get("leak", 1.0)) != 1.0:
+    if spec.leak != 1.0:
         raise ConfigError(f"the {device} device runs units without leak: use leak=1 (--leak 1)")
 
 
@@ -125,17 +135,24 @@ class Device(Protocol):
     def load(
         self,
         params: Mapping[str, np.ndarray],
-        rule: Mapping[str, Any],
+        rule: RuleSpec,
         *,
         batch: int = 1,
         seed: int = 0,
         label_delay: int = 0,
     ) -> None:
-        """Take a model: arrays A, R, B, D and a rule configuration (RuleConfig.to_dict()).
+        """Take a model: arrays A, R, B, D and the rule resolved for it
+        (``RuleConfig.resolve(n_in, n_hidden, n_out)``).
 
         Resets both replicas' hidden state and seeds the device's noise. ``label_delay``:
         the steps between a step and the arrival of its label (docs/design.md §6).
+        A rule or readout the device does not list in :meth:`info` is refused
+        (ConfigError) naming the ones it runs.
         """
+
+    def rule_spec(self) -> RuleSpec:
+        """The resolved rule the device runs: the one :meth:`load` received, as the
+        device reports it (DeviceError before a load)."""
 
     def read_model(self) -> dict[str, np.ndarray]:
         """A copy of the current parameters A, R, B, D."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 from contextlib import ExitStack
+from dataclasses import replace
 from typing import Any
 
 from twinpass.core.errors import ConfigError
@@ -81,13 +82,10 @@ class HilDevice(SerialDevice):
     def info(self) -> DeviceInfo:
         if self.port is None:
             # Listing the backends must not start a simulator.
-            return DeviceInfo(
-                name=self.name,
+            return replace(
+                self.offer(),
                 description=f"the {self.firmware} firmware on a pty, started on first use: "
                 "fixed-point ANP on the emulated board, over the serial protocol",
-                rules=("anp",),
-                dtypes=("float32",),
-                exact=False,
                 extra={"firmware": f"{self.firmware} (started on first use)"},
             )
         return super().info()

@@ -7,11 +7,11 @@ preallocated scratch, and calls :mod:`twinpass.kernels` once per block.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from twinpass.core.errors import ConfigError, DeviceError, ShapeError
+from twinpass.core.rule_spec import RuleSpec
 from twinpass.kernels.api import (
     GRADIENT_RULES,
     GRADIENT_STATE_FIELDS,
@@ -90,7 +90,7 @@ class HostDevice:
     def load(
         self,
         params: Mapping[str, np.ndarray],
-        rule: Mapping[str, Any],
+        rule: RuleSpec,
         *,
         batch: int = 1,
         seed: int = 0,
@@ -99,28 +99,23 @@ class HostDevice:
         self._check_open()
         check_params(params)
         check_batch(batch)
-        self._check_rule(rule)
-        # The gradient rules pair each step's influence with its own label (no ring of
-        # past traces): they learn without a label delay.
-        grad = rule["rule"] in GRADIENT_RULES
-        check_label_delay(label_delay, 0 if grad else None, f"{self.name} ({rule['rule']})")
         arrays = tuple(
             np.ascontiguousarray(np.array(params[k], dtype=self.dtype)) for k in PARAM_NAMES
         )
         dims = network_dims(*arrays)
-        self._rule = dict(rule)
+        spec = check_rule(rule, self.info(), (dims.n_in, dims.n_hidden, dims.n_out))
+        # The gradient rules pair each step's influence with its own label (no ring of
+        # past traces): they learn without a label delay.
+        grad = spec.rule in GRADIENT_RULES
+        check_label_delay(label_delay, 0 if grad else None, f"{self.name} ({spec.rule})")
+        self._rule: RuleSpec = spec
         self._dims: Dims = dims
         self._params = arrays
         self.batch = int(batch)
-        name = self._rule["rule"]
+        name = spec.rule
         self._bp = name == "bp"
         self._grad = name in GRADIENT_RULES
-        self._decor = bool(self._rule.get("decorrelation", False))
-        self._gain = (
-            float(np.sqrt(dims.n_total))
-            if self._rule.get("gain") is None
-            else float(self._rule["gain"])
-        )
+        self._decor = spec.decorrelation
         nb, n = self.batch, dims.n_hidden
         self._ws = allocate_workspace(dims, nb, weight_noise=name == "wp")
         self._xh1 = np.zeros((nb, n), self.dtype)
@@ -130,18 +125,18 @@ class HostDevice:
         self._delay = int(label_delay)
         self._xh_eval = np.zeros((nb, n), self.dtype)
         self._eval_ws = allocate_workspace(dims, nb)
-        readout = self._rule.get("readout", "anp")
         self._learn = allocate_learn_state(
             dims,
             nb,
             delay=self._delay,
-            rls=readout == "rls" and not self._bp,
-            p0=float(self._rule.get("readout_p0", 1e4)),
+            rls=spec.readout == "rls" and not self._bp,
+            p0=spec.readout_p0,
             seed=seed,
         )
         if self._grad:
-            feedback = str(self._rule.get("feedback", "symmetric"))
-            self._gstate = allocate_gradient_state(dims, nb, name, feedback=feedback, seed=seed)
+            self._gstate = allocate_gradient_state(
+                dims, nb, name, feedback=spec.feedback, seed=seed
+            )
             self._gws = allocate_gradient_workspace(dims, nb, name, decorrelation=self._decor)
         if self._bp:
             self._bufs = bptt_scratch(
@@ -149,11 +144,15 @@ class HostDevice:
                 n,
                 dims.n_out,
                 nb,
-                int(self._rule.get("bptt_window", 1)),
+                spec.bptt_window,
                 self.dtype,
-                adam=self._rule.get("optimizer", "sgd") == "adam",
+                adam=spec.optimizer == "adam",
                 n_features=dims.n_features,
             )
+
+    def rule_spec(self) -> RuleSpec:
+        self._loaded()
+        return self._rule
 
     def read_model(self) -> dict[str, np.ndarray]:
         params = self._loaded()
@@ -173,7 +172,7 @@ class HostDevice:
         if self._grad:
             self._gstate.reset()
         r = self._rule
-        if self._bp and r.get("bptt_mode", "sliding") == "chunked":
+        if self._bp and r.bptt_mode == "chunked":
             # The sequence has ended: a chunked window's partial gradient is applied now,
             # or the last T mod K steps of every sequence would never be learned.
             A, R, B, D = self._params
@@ -183,10 +182,10 @@ class HostDevice:
                 B,
                 D if self._decor else None,
                 self._bufs,
-                lr=float(r["lr"]),
-                optimizer=r.get("optimizer", "sgd"),
-                clip=r.get("clip"),
-                leak=float(r.get("leak", 1.0)),
+                lr=r.lr,
+                optimizer=r.optimizer,
+                clip=r.clip,
+                leak=r.leak,
             )
         if self._bp:
             bptt_reset(self._bufs)
@@ -215,13 +214,12 @@ class HostDevice:
                 B,
                 D if self._decor else None,
                 self._bufs,
-                lr=float(r["lr"]),
-                optimizer=r.get("optimizer", "sgd"),
-                # A rule without these fields predates them: its BP was sliding, unclipped.
-                mode=r.get("bptt_mode", "sliding"),
-                clip=r.get("clip"),
-                leak=float(r.get("leak", 1.0)),
-                decor_eps=float(r.get("eps", 0.0)) if self._decor else 0.0,
+                lr=r.lr,
+                optimizer=r.optimizer,
+                mode=r.bptt_mode,
+                clip=r.clip,
+                leak=r.leak,
+                decor_eps=r.eps if self._decor else 0.0,
             )
             return StepResult(pred, loss1, loss1.copy(), applied)
         if self._grad:
@@ -236,19 +234,19 @@ class HostDevice:
                 self._gws,
                 self._gstate,
                 self._learn,
-                rule=r["rule"],
-                lr=float(r["lr"]),
-                lr_hidden=r.get("lr_hidden"),
-                eps=float(r.get("eps", 0.0)),
+                rule=r.rule,
+                lr=r.lr,
+                lr_hidden=r.lr_hidden,
+                eps=r.eps,
                 decorrelation=self._decor,
-                readout=r.get("readout", "rls"),
-                leak=float(r.get("leak", 1.0)),
-                readout_step=float(r.get("readout_step", 0.5)),
-                forgetting=float(r.get("forgetting", 1.0)),
-                readout_p0=float(r.get("readout_p0", 1e4)),
-                radius_bound=r.get("radius_bound"),
-                guard_every=int(r.get("guard_every", 1000)),
-                feedback=str(r.get("feedback", "symmetric")),
+                readout=r.readout,
+                leak=r.leak,
+                readout_step=r.readout_step,
+                forgetting=r.forgetting,
+                readout_p0=r.readout_p0,
+                radius_bound=r.radius_bound,
+                guard_every=r.guard_every,
+                feedback=r.feedback,
             )
             # One clean replica: its loss stands for both.
             return StepResult(pred, loss1, loss1.copy(), applied)
@@ -265,24 +263,24 @@ class HostDevice:
             loss1,
             loss2,
             self._ws,
-            rule=r["rule"],
-            lr=float(r["lr"]),
-            sigma=float(r["sigma"]),
-            eps=float(r.get("eps", 0.0)),
-            gain=self._gain,
+            rule=r.rule,
+            lr=r.lr,
+            sigma=r.sigma,
+            eps=r.eps,
+            gain=r.gain,
             decorrelation=self._decor,
-            two_noisy=bool(r.get("two_noisy_passes", False)),
-            resync_every=int(r.get("resync_every", 0)),
-            output_cap=bool(r.get("output_cap", False)),
+            two_noisy=r.two_noisy_passes,
+            resync_every=r.resync_every,
+            output_cap=r.output_cap,
             state=self._learn,
-            readout=r.get("readout", "anp"),
-            lr_hidden=r.get("lr_hidden"),
-            leak=float(r.get("leak", 1.0)),
-            readout_step=float(r.get("readout_step", 0.5)),
-            forgetting=float(r.get("forgetting", 1.0)),
-            readout_p0=float(r.get("readout_p0", 1e4)),
-            radius_bound=r.get("radius_bound"),
-            guard_every=int(r.get("guard_every", 1000)),
+            readout=r.readout,
+            lr_hidden=r.lr_hidden,
+            leak=r.leak,
+            readout_step=r.readout_step,
+            forgetting=r.forgetting,
+            readout_p0=r.readout_p0,
+            radius_bound=r.radius_bound,
+            guard_every=r.guard_every,
             delay=self._delay,
         )
         return StepResult(pred, loss1, loss2, applied)
@@ -308,7 +306,7 @@ class HostDevice:
             pred,
             self._eval_ws,
             decorrelation=self._decor,
-            leak=float(self._rule.get("leak", 1.0)),
+            leak=self._rule.leak,
         )
         return pred
 
@@ -354,11 +352,6 @@ class HostDevice:
         if self._grad:
             state.update({f"grad.{f}": getattr(self._gstate, f) for f in GRADIENT_STATE_FIELDS})
         return state
-
-    def _check_rule(self, rule: Mapping[str, Any]) -> None:
-        """Refuse a rule mapping this device cannot run (it may come over a wire)."""
-        rules = self.info().rules
-        check_rule(rule, rules, f"is not one the host device runs: {', '.join(rules)}")
 
     def _check_open(self) -> None:
         if self._closed:

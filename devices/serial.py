@@ -24,13 +24,20 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
 from twinpass.core.errors import ConfigError, DeviceError, RemoteError, ShapeError
+from twinpass.core.rule_spec import RuleSpec, check_rule_spec
 from twinpass.firmware_sim import model_image as mi
-from twinpass.firmware_sim.fixed_point import decode_activities, decode_loss, encode_activities
+from twinpass.firmware_sim.fixed_point import (
+    decode_activities,
+    decode_loss,
+    encode_activities,
+    hyper_from_rule,
+)
 
 from .base import (
     PARAM_NAMES,
@@ -38,6 +45,7 @@ from .base import (
     StepResult,
     check_batch,
     check_label_delay,
+    check_paper_network,
     check_params,
     check_rule,
 )
@@ -45,6 +53,7 @@ from .protocol import MsgType, pack_array, unpack_array
 from .serial_link import T_MASK, DeviceResetError, SerialLink
 
 RULES = ("anp",)
+READOUTS = ("anp",)
 #: Bytes of a frame that are not bulk data (header, CRC, msgpack keys and small values).
 FRAME_MARGIN = 64
 
@@ -151,6 +160,19 @@ class SerialDevice:
 
     # -- what it is -------------------------------------------------------------------------
 
+    def offer(self) -> DeviceInfo:
+        """What this kind of device runs, without asking the device: a rule it cannot run
+        is refused before a port is opened or a firmware started."""
+        return DeviceInfo(
+            name=self.name,
+            description="a microcontroller (or firmware-sim) on a serial port, learning "
+            "in fixed point (Q16.16 activities, Q7.24 weights)",
+            rules=RULES,
+            dtypes=("float32",),
+            exact=False,
+            readouts=READOUTS,
+        )
+
     def info(self) -> DeviceInfo:
         extra: dict[str, Any] = {"port": "none" if self.port is None else "given"}
         max_hidden = None
@@ -172,23 +194,14 @@ class SerialDevice:
                 "max_batch": caps.extra.get("max_batch"),
                 "ram_total": caps.extra.get("ram_total"),
             }
-        return DeviceInfo(
-            name=self.name,
-            description="a microcontroller (or firmware-sim) on a serial port, learning "
-            "in fixed point (Q16.16 activities, Q7.24 weights)",
-            rules=RULES,
-            dtypes=("float32",),
-            exact=False,
-            max_hidden=max_hidden,
-            extra=extra,
-        )
+        return replace(self.offer(), max_hidden=max_hidden, extra=extra)
 
     # -- the model --------------------------------------------------------------------------
 
     def load(
         self,
         params: Mapping[str, np.ndarray],
-        rule: Mapping[str, Any],
+        rule: RuleSpec,
         *,
         batch: int = 1,
         seed: int = 0,
@@ -199,17 +212,12 @@ class SerialDevice:
         arrays = {k: np.asarray(params[k]) for k in PARAM_NAMES}
         shape = _network_shape(arrays)
         check_batch(batch)
-        check_rule(
-            rule,
-            RULES,
-            f"is not one the serial device runs: it learns with {', '.join(RULES)} only",
-            readouts=("anp",),
-            device=self.name,
-        )
+        spec = check_rule(rule, self.offer(), shape)
+        check_paper_network(spec, self.name)
         check_label_delay(label_delay, 0, "serial")
         if not 0 <= int(seed) <= 0xFFFFFFFF:
             raise ConfigError(f"the device's noise seed is a u32, got {seed}")
-        image = quantise_model(arrays, rule)
+        image = quantise_model(arrays, spec)
         caps = self.link.caps
         if caps.max_hidden is not None and shape[1] > caps.max_hidden:
             raise ConfigError(
@@ -232,7 +240,10 @@ class SerialDevice:
             self._request(MsgType.RESET, {"what": "model"})
         else:
             self.deploy_image(image)
-        self._request(MsgType.SET_MODE, {"batch": int(batch), "seed": int(seed), "learn": True})
+        mode = self._request(
+            MsgType.SET_MODE, {"batch": int(batch), "seed": int(seed), "learn": True}
+        )
+        self._check_mode(mode, spec)
         n = shape[1]
         zeros = pack_array(np.zeros(int(batch) * n), "int32")
         self._request(
@@ -252,7 +263,25 @@ class SerialDevice:
         self._t = 0
         self.batch = int(batch)
         self._shape = shape
+        self._rule = spec
         self._lost = None
+
+    def rule_spec(self) -> RuleSpec:
+        """The rule loaded, once the device's own report of what it runs (SET_MODE's reply,
+        in fixed point) is checked against it."""
+        self._loaded()
+        self._check_mode(self._request(MsgType.SET_MODE, {}), self._rule)
+        return self._rule
+
+    def _check_mode(self, mode: Mapping[str, Any], spec: RuleSpec) -> None:
+        """DeviceError unless the device's mode holds the fixed-point form of ``spec``."""
+        want = hyper_from_rule(spec).to_dict()
+        got = {k: mode.get(k) for k in want}
+        if got != want:
+            differ = ", ".join(
+                f"{k} {got[k]!r} (rule: {want[k]!r})" for k in want if got[k] != want[k]
+            )
+            raise DeviceError(f"the device does not run the rule it was given: {differ}")
 
     def deploy_image(
         self, image: bytes, *, progress: Progress | None = None, verify: bool = False
@@ -561,10 +590,10 @@ class SerialDevice:
         return s
 
 
-def quantise_model(params: Mapping[str, np.ndarray], rule: Mapping[str, Any]) -> bytes:
-    """The model image of float parameters and a rule mapping (ConfigError if impossible)."""
+def quantise_model(params: Mapping[str, np.ndarray], rule: RuleSpec) -> bytes:
+    """The model image of float parameters and a resolved rule (ConfigError if impossible)."""
     try:
-        return mi.quantise(params, dict(rule))
+        return mi.quantise(params, check_rule_spec(rule))
     except mi.ModelImageError as exc:
         raise ConfigError(f"the model cannot be put on the device: {exc}") from exc
 

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from twinpass.core.errors import ConfigError, ShapeError
+from twinpass.core.rule_spec import RuleSpec, check_rule_spec
 
 from . import fast
 
@@ -259,28 +260,23 @@ def to_q(value: float, frac: int) -> int:
     return math.floor(abs(v) + 0.5) * (1 if v >= 0 else -1)
 
 
-def hyper_from_rule(rule: dict[str, Any], n_total: int) -> Hyper:
-    """The fixed-point hyperparameters of a RuleConfig mapping (host side: floats here).
+def hyper_from_rule(rule: RuleSpec) -> Hyper:
+    """The fixed-point hyperparameters of a resolved rule (host side: floats here).
 
     Refuses what the device cannot run: rules other than ANP.
     """
-    name = rule.get("rule", "anp")
-    if name != "anp":
-        raise ConfigError(f"the device learns with ANP only, not {name!r}")
-    for key in ("lr", "sigma"):
-        if key not in rule:
-            raise ConfigError(f"rule configuration lacks {key}")
-    gain = rule.get("gain")
-    gain = math.sqrt(n_total) if gain is None else float(gain)
+    rule = check_rule_spec(rule)
+    if rule.rule != "anp":
+        raise ConfigError(f"the device learns with ANP only, not {rule.rule!r}")
     return Hyper(
-        lr_q=max(1, to_q(rule["lr"], 32)),
-        sigma_q=to_q(rule["sigma"], 16),
-        eps_q=to_q(rule.get("eps", 0.0), 32),
-        gain_q=to_q(gain, 16),
-        resync_every=int(rule.get("resync_every", 0)),
-        output_cap=bool(rule.get("output_cap", False)),
-        two_noisy=bool(rule.get("two_noisy_passes", False)),
-        decorrelation=bool(rule.get("decorrelation", False)),
+        lr_q=max(1, to_q(rule.lr, 32)),
+        sigma_q=to_q(rule.sigma, 16),
+        eps_q=to_q(rule.eps, 32),
+        gain_q=to_q(rule.gain, 16),
+        resync_every=rule.resync_every,
+        output_cap=rule.output_cap,
+        two_noisy=rule.two_noisy_passes,
+        decorrelation=rule.decorrelation,
     )
 
 

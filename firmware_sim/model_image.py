@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from twinpass.core.errors import CheckpointError
+from twinpass.core.rule_spec import RuleSpec
 
 from .fixed_point import (
     A_FRAC,
@@ -132,8 +133,8 @@ def build(A: np.ndarray, R: np.ndarray, B: np.ndarray, D: np.ndarray | None, hyp
     return head + payload + TRAILER.pack(zlib.crc32(payload))
 
 
-def quantise(params: Mapping[str, Any], hyper: Hyper | Mapping[str, Any]) -> bytes:
-    """An image from float arrays A, R, B, D and a Hyper or a RuleConfig mapping.
+def quantise(params: Mapping[str, Any], hyper: Hyper | RuleSpec) -> bytes:
+    """An image from float arrays A, R, B, D and a Hyper or a resolved rule.
 
     Weights are rounded to Q7.24 (half away from zero). D is omitted (identity) when it is
     exactly the identity and decorrelation is off. Weights must be finite and below 128
@@ -151,10 +152,9 @@ def quantise(params: Mapping[str, Any], hyper: Hyper | Mapping[str, Any]) -> byt
         big = float(np.abs(m).max()) if m.size else 0.0
         if big >= 128.0:
             raise ModelImageError(f"{k} has a weight of magnitude {big:g}: Q7.24 holds < 128")
-    n, n_in = arrs["A"].shape
-    n_out = arrs["B"].shape[0]
+    n = arrs["A"].shape[0]
     if not isinstance(hyper, Hyper):
-        hyper = hyper_from_rule(dict(hyper), n_in + n + n_out)
+        hyper = hyper_from_rule(hyper)
     identity = arrs["D"].shape == (n, n) and np.array_equal(arrs["D"], np.eye(n))
     D = None if identity and not hyper.decorrelation else quantise_array(arrs["D"], W_FRAC)
     return build(*(quantise_array(arrs[k], W_FRAC) for k in "ARB"), D, hyper)

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from twinpass.core.errors import ConfigError
+from twinpass.core.rule_spec import RuleSpec
 
 RULES = ("anp", "np", "wp", "bp", "rtrl", "eprop", "uoro")
 #: The online gradient rules (docs/design.md §3.7-3.9): a clean replica, no perturbation.
@@ -23,6 +24,9 @@ _LATE_FIELDS = {"feedback": "symmetric"}
 OPTIMIZERS = ("sgd", "adam")
 READOUTS = ("rls", "nlms", "anp")
 BPTT_MODES = ("chunked", "sliding")
+#: Fields that shape the initial draw only (Params.init): a device receives the drawn
+#: weights, so :meth:`RuleConfig.resolve` leaves them out of the RuleSpec.
+INIT_FIELDS = ("spectral_radius", "input_scale")
 
 
 #: The paper's network and readout: Xavier draws, plain tanh units, the readout over the
@@ -255,6 +259,17 @@ class RuleConfig:
     def resolved_gain(self, n_total: int) -> float:
         """The ANP step factor for a network with n_total = n_in + N + n_out units."""
         return math.sqrt(n_total) if self.gain is None else float(self.gain)
+
+    def resolve(self, n_in: int, n_hidden: int, n_out: int) -> RuleSpec:
+        """The rule resolved for a network of this size: what a device's ``load`` takes.
+
+        Every default is worked out here, once (the gain, the hidden layer's step), so that
+        no backend falls back to a default of its own; :data:`INIT_FIELDS` stay behind.
+        """
+        shape = (int(n_in), int(n_hidden), int(n_out))
+        values = {f.name: getattr(self, f.name) for f in fields(RuleSpec) if f.name != "shape"}
+        values.update(lr_hidden=self.hidden_lr, gain=self.resolved_gain(sum(shape)))
+        return RuleSpec(shape=shape, **values)
 
     def replace(self, **changes: Any) -> RuleConfig:
         """A copy with some fields changed (validated again)."""

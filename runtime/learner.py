@@ -360,7 +360,7 @@ class OnlineLearner:
     def _load(self, arrays: Mapping[str, np.ndarray]) -> None:
         self.device.load(
             arrays,
-            self.config.to_dict(),
+            self.config.resolve(self.n_in, self.n_hidden, self.n_out),
             batch=self.batch,
             seed=self.seed,
             label_delay=self.label_delay,

@@ -14,17 +14,18 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pytest
 
 from twinpass.core.errors import ConfigError, DeviceError, ShapeError
+from twinpass.core.rule_spec import RuleSpec
 from twinpass.devices.base import PARAM_NAMES, Device, DeviceInfo, StepResult
 from twinpass.devices.registry import make_device
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
-from twinpass.runtime.config import PAPER_NETWORK, RULES
+from twinpass.runtime.config import PAPER_NETWORK, READOUTS, RULES
 
 #: The rule every backend runs: the paper's network and readout (with twinpass's
 #: safeguards). The host's exact readouts and leaky units are tested in test_host.py.
@@ -86,6 +87,12 @@ def block(
     )
 
 
+def resolved(rule: RuleConfig, params: Mapping[str, np.ndarray]) -> RuleSpec:
+    """``rule`` resolved for the network ``params`` holds: what a device's load takes."""
+    n, n_in = np.shape(params["A"])
+    return rule.resolve(n_in, n, np.shape(params["B"])[0])
+
+
 def same(a: np.ndarray, b: np.ndarray, tol: float) -> bool:
     """Equal bits (tol 0), or equal within an absolute tolerance."""
     a, b = np.asarray(a), np.asarray(b)
@@ -130,12 +137,8 @@ class DeviceContract:
             dev = case.make()
             made.append(dev)
             if load:
-                dev.load(
-                    model(case.dtype) if params is None else params,
-                    (rule or PAPER).to_dict(),
-                    batch=batch,
-                    seed=seed,
-                )
+                arrays = model(case.dtype) if params is None else params
+                dev.load(arrays, resolved(rule or PAPER, arrays), batch=batch, seed=seed)
             return dev
 
         yield make
@@ -230,7 +233,7 @@ class DeviceContract:
         assert same_model(dev.read_model(), original, case.tol)
         # A second load replaces the model; other dtypes are converted to the device's.
         other = model("float64", seed=7)
-        dev.load(other, PAPER.to_dict(), seed=SEED)
+        dev.load(other, resolved(PAPER, other), seed=SEED)
         back = dev.read_model()
         assert all(v.dtype == np.dtype(case.dtype) for v in back.values())
         converted = {k: v.astype(case.dtype) for k, v in other.items()}
@@ -336,7 +339,7 @@ class DeviceContract:
 
     def test_bad_models_are_refused(self, case: BackendCase, new: Callable[..., Device]) -> None:
         dev = new(load=False)
-        rule = PAPER.to_dict()
+        rule = resolved(PAPER, model())
         for name in PARAM_NAMES:
             with pytest.raises(ShapeError):
                 dev.load({k: v for k, v in model(case.dtype).items() if k != name}, rule)
@@ -349,19 +352,58 @@ class DeviceContract:
 
     @pytest.mark.parametrize(
         "rule",
-        [{}, {"rule": "anp"}, {**PAPER.to_dict(), "rule": "no-such-rule"}],
-        ids=["empty", "name_only", "unknown_rule"],
+        [{}, {"rule": "anp"}, PAPER.to_dict(), PAPER],
+        ids=["empty", "name_only", "a_full_mapping", "unresolved"],
     )
-    def test_bad_rule_mappings_are_refused(
-        self, new: Callable[..., Device], rule: dict[str, Any]
+    def test_a_rule_that_is_not_a_resolved_spec_is_refused(
+        self, new: Callable[..., Device], rule: Any
     ) -> None:
-        """The rule mapping is plain data (it crosses a serial line): a backend refuses one it
-        cannot run with ConfigError, at load or at the latest at the first step."""
+        """A backend takes the rule only as a RuleSpec (RuleConfig.resolve): a mapping, even
+        a complete one, would leave it to fill in defaults of its own."""
         dev = new(load=False)
-        U, Y = block(T=4)
-        with pytest.raises(ConfigError):
+        with pytest.raises(ConfigError, match="RuleSpec"):
             dev.load(model(), rule)
-            dev.step(U, Y)
+
+    def test_a_rule_resolved_for_another_network_is_refused(
+        self, new: Callable[..., Device]
+    ) -> None:
+        # Its gain was worked out for another number of units.
+        dev = new(load=False)
+        other = PAPER.resolve(N_IN, N_HIDDEN + 1, N_OUT)
+        with pytest.raises(ConfigError, match="resolved for a 2-11-1 network, the model is 2-10-1"):
+            dev.load(model(), other)
+
+    def test_a_rule_or_readout_it_does_not_list_is_refused_naming_those_it_runs(
+        self, new: Callable[..., Device]
+    ) -> None:
+        dev = new(load=False)
+        info = dev.info()
+        for what, listed, everything in (
+            ("rule", info.rules, RULES),
+            ("readout", info.readouts, READOUTS),
+        ):
+            for name in sorted(set(everything) - set(listed)):
+                spec = replace(resolved(PAPER, model()), **{what: name})
+                with pytest.raises(ConfigError) as refused:
+                    dev.load(model(), spec)
+                message = str(refused.value)
+                assert f"{what} {name!r} is not one the {info.name} device runs" in message
+                assert all(offered in message for offered in listed), message
+
+    def test_reports_the_resolved_rule_it_received(
+        self, case: BackendCase, new: Callable[..., Device]
+    ) -> None:
+        """Every backend receives the same resolved rule and reports it back unchanged: no
+        backend fills in or alters a value of its own."""
+        params = model(case.dtype)
+        spec = resolved(PAPER, params)
+        dev = new(params=params)
+        assert dev.rule_spec() == spec
+        assert spec.gain == np.sqrt(N_IN + N_HIDDEN + N_OUT) and spec.lr_hidden == spec.lr
+        # A later load replaces it, with every field as given.
+        other = resolved(PAPER.replace(lr=2e-3, resync_every=3, output_cap=False), params)
+        dev.load(params, other, seed=SEED)
+        assert dev.rule_spec() == other
 
     def test_use_before_load_raises_device_error(self, new: Callable[..., Device]) -> None:
         dev = new(load=False)
@@ -371,6 +413,7 @@ class DeviceContract:
             dev.reset_state,
             dev.export_state,
             dev.max_abs_weight,
+            dev.rule_spec,
             lambda: dev.step(U, Y),
             lambda: dev.predict(U),
             lambda: dev.import_state({}),
@@ -424,7 +467,8 @@ class DeviceContract:
             lambda: dev.step(U, Y),
             lambda: dev.predict(U),
             lambda: dev.import_state(state),
-            lambda: dev.load(model(), PAPER.to_dict()),
+            dev.rule_spec,
+            lambda: dev.load(model(), resolved(PAPER, model())),
         ]
         for call in calls:
             with pytest.raises(DeviceError):

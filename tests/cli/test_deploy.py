@@ -58,7 +58,7 @@ def info(port: str) -> dict:
 
 def test_deploy_info_pull_reset(sim: SimProcess, trained: Path, tmp_path: Path) -> None:
     learner, _ = OnlineLearner.load(trained)
-    expected = mi.sha256(quantise_model(learner.params.arrays(), learner.config.to_dict()))
+    expected = mi.sha256(quantise_model(learner.params.arrays(), learner.device.rule_spec()))
 
     result = run("deploy", "--port", sim.path, str(trained))
     assert result.exit_code == 0, result.output

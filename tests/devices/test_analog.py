@@ -220,7 +220,7 @@ def test_ideal_analog_equals_host_within_quantisation() -> None:
     U = np.random.default_rng(0).standard_normal((50, 2, 3)).astype(np.float32)
     host, ideal = HostDevice(), AnalogDevice("ideal")
     for dev in (host, ideal):
-        dev.load(params, RuleConfig(**PAPER_NETWORK).to_dict(), batch=2, seed=0)
+        dev.load(params, RuleConfig(**PAPER_NETWORK).resolve(3, 40, 2), batch=2, seed=0)
     # Read-back: exact up to the float rounding of w -> g -> w.
     for k, v in ideal.read_model().items():
         np.testing.assert_allclose(v, params[k], rtol=0, atol=2e-7)
@@ -232,8 +232,9 @@ def test_ideal_analog_equals_host_within_quantisation() -> None:
     assert np.max(np.abs(a - b)) > 0  # but it is quantised
     # Learning: the same rule on both (host with two noisy passes, as analog ANP always is)
     # stays close over a block.
-    host.load(params, RuleConfig(**PAPER_NETWORK, two_noisy_passes=True).to_dict(), batch=2, seed=0)
-    ideal.load(params, RuleConfig(**PAPER_NETWORK).to_dict(), batch=2, seed=0)
+    two_noisy = RuleConfig(**PAPER_NETWORK, two_noisy_passes=True).resolve(3, 40, 2)
+    host.load(params, two_noisy, batch=2, seed=0)
+    ideal.load(params, RuleConfig(**PAPER_NETWORK).resolve(3, 40, 2), batch=2, seed=0)
     Y = np.tanh(U[..., :2])
     ra, rb = host.step(U, Y), ideal.step(U, Y)
     np.testing.assert_allclose(ra.loss1[:10], rb.loss1[:10], rtol=0.05, atol=1e-3)
@@ -257,12 +258,17 @@ def test_make_device_presets_and_errors() -> None:
         make_device("analog", dw_minimum=1)
     dev = make_device("analog")
     with pytest.raises(ConfigError, match="BP"):
-        dev.load(Params.init(1, 4, 1).arrays(), RuleConfig(**PAPER_NETWORK, rule="bp").to_dict())
+        dev.load(
+            Params.init(1, 4, 1).arrays(), RuleConfig(**PAPER_NETWORK, rule="bp").resolve(1, 4, 1)
+        )
 
 
 def test_drift_moves_the_weights_with_the_stream_clock() -> None:
     dev = AnalogDevice("pcm", refresh_every=100)
-    dev.load(Params.init(1, 20, 1, seed=0).arrays(), RuleConfig(**PAPER_NETWORK, lr=1e-9).to_dict())
+    dev.load(
+        Params.init(1, 20, 1, seed=0).arrays(),
+        RuleConfig(**PAPER_NETWORK, lr=1e-9).resolve(1, 20, 1),
+    )
     before = dev.read_model()["R"]
     U = np.zeros((1000, 1, 1), np.float32)
     dev.step(U, U)

@@ -50,7 +50,7 @@ def test_bad_ram_options_are_config_errors(spec: str) -> None:
 
 def test_learns_like_a_serial_device_on_its_own_simulator_and_stops_it(tmp_path: Path) -> None:
     U, Y = _block()
-    rule = RuleConfig(**PAPER_NETWORK, lr=1e-2).to_dict()
+    rule = RuleConfig(**PAPER_NETWORK, lr=1e-2).resolve(1, 12, 1)
     hil = make_device("hil")
     try:
         hil.load(_model(), rule, seed=3)
@@ -99,7 +99,7 @@ def test_the_c_firmware_learns_the_same_bits_as_the_simulator(firmware: str) -> 
     """``hil:c`` (the C firmware on this machine) and ``hil:qemu`` (its netduinoplus2 image
     under QEMU) run the session of ``hil`` (the Python simulator) bit for bit."""
     U, Y = _block()
-    rule = RuleConfig(**PAPER_NETWORK, lr=1e-2).to_dict()
+    rule = RuleConfig(**PAPER_NETWORK, lr=1e-2).resolve(1, 12, 1)
     results = {}
     for spec in ("hil", f"hil:{firmware}"):
         dev = make_device(spec)

@@ -5,11 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from twinpass.core.rule_spec import RuleSpec
 from twinpass.devices.base import Device, StepResult
 from twinpass.devices.host import HostDevice
 from twinpass.runtime import ConfigError, DeviceError, Params, RuleConfig, ShapeError
 
 N_IN, N, N_OUT = 2, 12, 1
+
+
+def _spec(rule: RuleConfig) -> RuleSpec:
+    return rule.resolve(N_IN, N, N_OUT)
+
+
+SPEC = _spec(RuleConfig())
 
 
 def _model(dtype: str = "float32", seed: int = 0) -> dict[str, np.ndarray]:
@@ -24,9 +32,9 @@ def _block(T: int = 20, nb: int = 1, dtype=np.float32, seed: int = 1):
     )
 
 
-def _device(rule: dict | None = None, *, batch: int = 1, dtype: str = "float32") -> HostDevice:
+def _device(rule: RuleSpec | None = None, *, batch: int = 1, dtype: str = "float32") -> HostDevice:
     dev = HostDevice(dtype)
-    dev.load(_model(dtype), rule or RuleConfig().to_dict(), batch=batch, seed=3)
+    dev.load(_model(dtype), rule or SPEC, batch=batch, seed=3)
     return dev
 
 
@@ -49,7 +57,7 @@ def test_load_read_model_round_trip_with_copies_not_views() -> None:
     model = _model()
     original = {k: v.copy() for k, v in model.items()}
     dev = HostDevice()
-    dev.load(model, RuleConfig().to_dict())
+    dev.load(model, SPEC)
     out = dev.read_model()
     assert set(out) == {"A", "R", "B", "D"}
     for k in out:
@@ -66,16 +74,16 @@ def test_load_read_model_round_trip_with_copies_not_views() -> None:
 
 def test_load_converts_dtype_and_checks_the_model() -> None:
     dev = HostDevice("float64")
-    dev.load(_model("float32"), RuleConfig().to_dict())
+    dev.load(_model("float32"), SPEC)
     assert all(m.dtype == np.float64 for m in dev.read_model().values())
     with pytest.raises(ShapeError, match="missing parameter"):
-        dev.load({k: v for k, v in _model().items() if k != "D"}, RuleConfig().to_dict())
+        dev.load({k: v for k, v in _model().items() if k != "D"}, SPEC)
     bad = _model()
     bad["R"] = np.zeros((N + 1, N + 1), np.float32)
     with pytest.raises(ShapeError, match="R has shape"):
-        dev.load(bad, RuleConfig().to_dict())
+        dev.load(bad, SPEC)
     with pytest.raises(ConfigError, match="batch"):
-        dev.load(_model(), RuleConfig().to_dict(), batch=0)
+        dev.load(_model(), SPEC, batch=0)
 
 
 def test_use_before_load_raises_device_error() -> None:
@@ -100,7 +108,7 @@ def test_close_twice_is_harmless_and_use_after_close_raises() -> None:
     with pytest.raises(DeviceError, match="closed"):
         dev.predict(U)
     with pytest.raises(DeviceError, match="closed"):
-        dev.load(_model(), RuleConfig().to_dict())
+        dev.load(_model(), SPEC)
 
 
 def test_step_result_shapes_and_prequential_losses() -> None:
@@ -127,7 +135,7 @@ def test_step_result_shapes_and_prequential_losses() -> None:
     ids=lambda c: c.name,
 )
 def test_inputs_are_never_modified(rule: RuleConfig) -> None:
-    dev = _device(rule.to_dict(), batch=2)
+    dev = _device(_spec(rule), batch=2)
     for dtype in (np.float32, np.float64):  # same dtype: passed through; other: converted
         U, Y = _block(T=30, nb=2, dtype=dtype)
         U0, Y0 = U.copy(), Y.copy()
@@ -172,7 +180,7 @@ def test_reset_state_starts_a_new_sequence() -> None:
     dev.step(U, Y)
     dev.reset_state()
     fresh = HostDevice()
-    fresh.load(dev.read_model(), RuleConfig().to_dict(), seed=3)
+    fresh.load(dev.read_model(), SPEC, seed=3)
     # The readout's learning state (RLS's P) belongs to the weights, not to the sequence.
     learned = {k: v for k, v in dev.export_state().items() if k.startswith("learn.")}
     fresh.import_state({**fresh.export_state(), **learned, "rng": dev.export_state()["rng"]})
@@ -188,7 +196,7 @@ def test_reset_state_starts_a_new_sequence() -> None:
 )
 def test_export_import_state_continues_bit_identically(rule: RuleConfig) -> None:
     U, Y = _block(T=40)
-    dev = _device(rule.to_dict())
+    dev = _device(_spec(rule))
     dev.step(U[:17], Y[:17])
     model, state = dev.read_model(), dev.export_state()
     for v in state.values():  # copies: later steps do not change the export
@@ -198,7 +206,7 @@ def test_export_import_state_continues_bit_identically(rule: RuleConfig) -> None
     assert all(np.array_equal(state[k], frozen[k]) for k in state)
 
     other = HostDevice()
-    other.load(model, rule.to_dict(), seed=12345)  # a different seed: the rng comes from state
+    other.load(model, _spec(rule), seed=12345)  # a different seed: the rng comes from state
     other.import_state(state)
     again = other.step(U[17:], Y[17:])
     assert np.array_equal(again.predictions, rest.predictions)
@@ -208,7 +216,7 @@ def test_export_import_state_continues_bit_identically(rule: RuleConfig) -> None
 
 
 def test_bp_state_includes_the_window_and_adam_moments() -> None:
-    dev = _device(RuleConfig(rule="bp", bptt_window=4, optimizer="adam").to_dict())
+    dev = _device(_spec(RuleConfig(rule="bp", bptt_window=4, optimizer="adam")))
     keys = set(dev.export_state())
     assert {"xh1", "xh2", "counter", "rng"} <= keys
     assert any(k.startswith("bptt.") for k in keys)
@@ -221,7 +229,7 @@ def test_import_state_checks_keys_and_shapes() -> None:
         dev.import_state({k: v for k, v in state.items() if k != "xh2"})
     with pytest.raises(ShapeError, match=r"xh1.*expected \(1, 12\)"):
         dev.import_state({**state, "xh1": np.zeros((2, N), np.float32)})
-    bp = _device(RuleConfig(rule="bp").to_dict())
+    bp = _device(_spec(RuleConfig(rule="bp")))
     with pytest.raises(ShapeError, match="another rule"):
         bp.import_state(state)
 
@@ -271,7 +279,7 @@ def test_evaluation_state_is_exported_and_restored() -> None:
     assert state["xh_eval"].shape == (3, N)
     expected = dev.predict(U[10:], reset=False)
     other = HostDevice()
-    other.load(dev.read_model(), RuleConfig().to_dict(), seed=3)
+    other.load(dev.read_model(), SPEC, seed=3)
     other.import_state(state)
     assert np.array_equal(other.predict(U[10:], reset=False), expected)
     with pytest.raises(ShapeError, match="xh_eval"):

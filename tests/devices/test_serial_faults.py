@@ -34,7 +34,7 @@ from twinpass.runtime import OnlineLearner, Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 
 N, T, SEED = 8, 300, 5
-RULE = RuleConfig(**PAPER_NETWORK, lr=1e-2).to_dict()
+RULE = RuleConfig(**PAPER_NETWORK, lr=1e-2)
 
 
 def stream() -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +71,7 @@ def session(
     try:
         if first_seq is not None:
             dev.link._seq = first_seq
-        dev.load(Params.init(1, N, 1, seed=0).arrays(), RULE, seed=SEED)
+        dev.load(Params.init(1, N, 1, seed=0).arrays(), RULE.resolve(1, N, 1), seed=SEED)
         U, Y = stream()
         res = dev.step(U, Y)
         weights = dev.read_model()
@@ -85,7 +85,9 @@ def deploy_other_model(path: str) -> None:
     """Make the next session deploy (not just reload) its model: put another one active."""
     dev = device(path)
     try:
-        dev.deploy_image(quantise_model(Params.init(1, N, 1, seed=1).arrays(), RULE))
+        dev.deploy_image(
+            quantise_model(Params.init(1, N, 1, seed=1).arrays(), RULE.resolve(1, N, 1))
+        )
     finally:
         dev.close()
 
@@ -253,7 +255,7 @@ def test_a_registry_spec_opens_the_named_port_and_a_bare_one_none(sim: SimProces
     bare = make_device("serial")  # what `twinpass devices` builds: it must touch no port
     assert bare.info().max_hidden is None and bare.info().extra == {"port": "none"}
     with pytest.raises(DeviceError, match=r"no port"):
-        bare.load(Params.init(1, N, 1).arrays(), RULE)
+        bare.load(Params.init(1, N, 1).arrays(), RULE.resolve(1, N, 1))
 
 
 def test_a_learner_checkpoint_resumes_on_the_device_bit_identically(
@@ -290,7 +292,7 @@ def test_seq_wraps_around_mid_stream(sim: SimProcess, reference: Session) -> Non
 
 def test_disconnect_mid_deploy_then_resume(sim: SimProcess) -> None:
     deploy_other_model(sim.path)
-    image = quantise_model(Params.init(1, 48, 1, seed=2).arrays(), RULE)
+    image = quantise_model(Params.init(1, 48, 1, seed=2).arrays(), RULE.resolve(1, 48, 1))
     chunks = -(-len(image) // (2048 - 64))
     assert chunks >= 4
     with ProxyProcess(sim.path, "disconnect:up:@5") as proxy:  # HELLO, BEGIN, 3 chunks, cut
@@ -362,8 +364,8 @@ def _kill_points(sim: SimProcess, old: bytes, new: bytes, kill_after: list[str])
 
 
 def _old_and_new(n_new: int) -> tuple[bytes, bytes]:
-    old = quantise_model(Params.init(1, N, 1, seed=3).arrays(), RULE)
-    new = quantise_model(Params.init(1, n_new, 1, seed=4).arrays(), RULE)
+    old = quantise_model(Params.init(1, N, 1, seed=3).arrays(), RULE.resolve(1, N, 1))
+    new = quantise_model(Params.init(1, n_new, 1, seed=4).arrays(), RULE.resolve(1, n_new, 1))
     return old, new
 
 
@@ -396,7 +398,7 @@ def test_kill9_at_every_chunk_of_a_large_model(tmp_path: Path, firmware: str) ->
 def test_device_reset_mid_stream_is_seen_through_the_boot_epoch(sim: SimProcess) -> None:
     dev = device(sim.path)
     try:
-        dev.load(Params.init(1, N, 1, seed=0).arrays(), RULE, seed=SEED)
+        dev.load(Params.init(1, N, 1, seed=0).arrays(), RULE.resolve(1, N, 1), seed=SEED)
         U, Y = stream()
         dev.step(U[:50], Y[:50])
         epoch = dev.link.epoch
@@ -406,7 +408,7 @@ def test_device_reset_mid_stream_is_seen_through_the_boot_epoch(sim: SimProcess)
         assert dev.link.epoch == (epoch + 1) % 256
         with pytest.raises(DeviceError, match=r"reset"):  # no silent stepping on lost state
             dev.step(U[50:], Y[50:])
-        dev.load(Params.init(1, N, 1, seed=0).arrays(), RULE, seed=SEED)
+        dev.load(Params.init(1, N, 1, seed=0).arrays(), RULE.resolve(1, N, 1), seed=SEED)
         assert dev.step(U[:10], Y[:10]).applied == 10
     finally:
         dev.close()

@@ -18,7 +18,7 @@ from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 
 N, T = 8, 400
-RULE = RuleConfig(**PAPER_NETWORK, lr=1e-2).to_dict()
+RULE = RuleConfig(**PAPER_NETWORK, lr=1e-2).resolve(1, N, 1)
 # Three times the rates of the measurement (flip 5e-4, drop 2e-4, dup 2e-3 per
 # byte), so that a short run meets as many faults as the long one.
 NOISE = ("flip:both:1.5e-3/B", "drop:both:6e-4/B", "dup:both:6e-3/B")

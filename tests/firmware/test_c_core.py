@@ -186,9 +186,7 @@ def assert_same(c_out: bytes, expected: bytes) -> None:
 
 def make_image(n_in: int, n: int, n_out: int, *, seed: int = 0, rule=None, wscale=1.0, D=None):
     p = Params.init(n_in, n, n_out, seed=seed)
-    hyper = hyper_from_rule(
-        {**RuleConfig(**PAPER_NETWORK).to_dict(), **(rule or {})}, n_in + n + n_out
-    )
+    hyper = hyper_from_rule(RuleConfig(**PAPER_NETWORK, **(rule or {})).resolve(n_in, n, n_out))
     A, R, B = (quantise_array(m * wscale, W_FRAC) for m in (p.A, p.R, p.B))
     Dq = None if D is None else quantise_array(D, W_FRAC)
     return mi.build(A, R, B, Dq, hyper)
@@ -302,7 +300,7 @@ def test_decorrelation_from_identity_image_bit_exact(harness, tmp_path) -> None:
     (and the final image stores it)."""
     p = Params.init(1, 8, 1, seed=13)
     hyper = hyper_from_rule(
-        {**RuleConfig(**PAPER_NETWORK).to_dict(), "decorrelation": True, "eps": 1e-2}, 10
+        RuleConfig(**PAPER_NETWORK, decorrelation=True, eps=1e-2).resolve(1, 8, 1)
     )
     image = mi.build(*(quantise_array(m, W_FRAC) for m in (p.A, p.R, p.B)), None, hyper)
     assert mi.parse(image).D is None

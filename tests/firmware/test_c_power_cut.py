@@ -28,7 +28,7 @@ pytestmark = needs_cc
 SECTOR = 4096
 SLOT = 256 * 1024  # board/host's default slot size
 RECORD = SECTOR + 96  # a metadata record: its sector erased, then 96 bytes programmed
-RULE = RuleConfig(**PAPER_NETWORK, lr=1e-2).to_dict()
+RULE = RuleConfig(**PAPER_NETWORK, lr=1e-2).resolve(1, 24, 1)
 
 
 def image(seed: int) -> bytes:

@@ -36,7 +36,8 @@ def test_the_real_board_image_boots_and_refuses_flash_writes_cleanly(tmp_path) -
                 assert hello["caps"]["max_hidden"] == 150 and hello["model_state"] == "none"
                 assert lk.ok(MsgType.PING, {}) == {}
                 img = mi.quantise(
-                    Params.init(1, 8, 1, seed=0).arrays(), RuleConfig(**PAPER_NETWORK).to_dict()
+                    Params.init(1, 8, 1, seed=0).arrays(),
+                    RuleConfig(**PAPER_NETWORK).resolve(1, 8, 1),
                 )
                 begin = {
                     "len": len(img),

@@ -41,9 +41,7 @@ def test_simulator_equals_the_c_style_reference(name: str, compiled: bool) -> No
     ws = case.get("wscale", 1.0)
     A, R, B = (q(m * ws, W_FRAC) for m in (p.A, p.R, p.B))
     D = q(np.eye(n) + 0.05, W_FRAC) if case.get("stored_d") else None
-    hyper = hyper_from_rule(
-        {**RuleConfig(**PAPER_NETWORK).to_dict(), **case["rule"]}, n_in + n + n_out
-    )
+    hyper = hyper_from_rule(RuleConfig(**PAPER_NETWORK, **case["rule"]).resolve(n_in, n, n_out))
     fx = FixedNet(A.copy(), R.copy(), B.copy(), None if D is None else D.copy(), hyper,
                   batch=nb, seed=11, compiled=compiled)  # fmt: skip
     cn = CNet(A, R, B, fx.D if D is None else D, hyper, nb, 11)

@@ -39,7 +39,9 @@ def firmware(tmp_path_factory: pytest.TempPathFactory) -> Firmware:
     flash = Flash(tmp_path_factory.mktemp("fw") / "flash.bin", durable=False)
     fw = Firmware(flash)
     # With a model, so that STEP & co. get past NO_MODEL.
-    img = mi.quantise(Params.init(2, 4, 1, seed=0).arrays(), RuleConfig(**PAPER_NETWORK).to_dict())
+    img = mi.quantise(
+        Params.init(2, 4, 1, seed=0).arrays(), RuleConfig(**PAPER_NETWORK).resolve(2, 4, 1)
+    )
     import hashlib
 
     digest = hashlib.sha256(img).digest()

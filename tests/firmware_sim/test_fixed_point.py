@@ -30,7 +30,7 @@ from twinpass.runtime.config import PAPER_NETWORK
 
 def make_net(n=8, n_in=2, n_out=1, seed=0, batch=1, **hyper) -> FixedNet:
     p = Params.init(n_in, n, n_out, seed=seed)
-    h = hyper_from_rule({**RuleConfig(**PAPER_NETWORK).to_dict(), **hyper}, n_in + n + n_out)
+    h = hyper_from_rule(RuleConfig(**PAPER_NETWORK, **hyper).resolve(n_in, n, n_out))
     q = [quantise_array(m, W_FRAC) for m in (p.A, p.R, p.B)]
     return FixedNet(*q, None, h, batch=batch, seed=seed)
 
@@ -212,10 +212,12 @@ def test_host_conversions() -> None:
 
 
 def test_hyper_validation_and_rule_conversion() -> None:
-    h = hyper_from_rule(RuleConfig(**PAPER_NETWORK).to_dict(), 34)
+    h = hyper_from_rule(RuleConfig(**PAPER_NETWORK).resolve(1, 32, 1))
     assert (h.lr_q, h.sigma_q, h.gain_q) == (4294967, 66, round(math.sqrt(34) * 65536))
     with pytest.raises(ConfigError):
-        hyper_from_rule(RuleConfig(**PAPER_NETWORK, rule="np").to_dict(), 34)
+        hyper_from_rule(RuleConfig(**PAPER_NETWORK, rule="np").resolve(1, 32, 1))
+    with pytest.raises(ConfigError, match="RuleSpec"):
+        hyper_from_rule(RuleConfig(**PAPER_NETWORK).to_dict())  # type: ignore[arg-type]
     with pytest.raises(ConfigError):
         Hyper(sigma_q=ONE_A + 1)
     with pytest.raises(ConfigError):

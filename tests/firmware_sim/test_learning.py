@@ -22,7 +22,7 @@ from twinpass.runtime.training import train
 def fixed_test_mse(task, n_hidden: int, epochs: int, seed: int = 0) -> float:
     """Train a FixedNet like runtime.training.train does; test MSE from a zero state."""
     p = Params.init(1, n_hidden, 1, seed=seed)
-    hyper = hyper_from_rule(RuleConfig(**PAPER_NETWORK).to_dict(), n_hidden + 2)
+    hyper = hyper_from_rule(RuleConfig(**PAPER_NETWORK).resolve(1, n_hidden, 1))
     net = FixedNet(q(p.A, W_FRAC), q(p.R, W_FRAC), q(p.B, W_FRAC), None, hyper, seed=seed)
     U, Y = q(task.train.inputs, A_FRAC), q(task.train.targets, A_FRAC)
     for _ in range(epochs):

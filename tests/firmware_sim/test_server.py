@@ -34,7 +34,9 @@ QEMU_SLOT = 30 * 1024  # firmware/board/netduinoplus2: BOARD_FLASH_RAM's slots
 
 def image(seed: int = 0, n: int = N, **rule) -> bytes:
     p = Params.init(N_IN, n, N_OUT, seed=seed).arrays()
-    return mi.quantise(p, {**RuleConfig(**PAPER_NETWORK, lr=1e-2, sigma=1e-2).to_dict(), **rule})
+    return mi.quantise(
+        p, RuleConfig(**PAPER_NETWORK, lr=1e-2, sigma=1e-2, **rule).resolve(N_IN, n, N_OUT)
+    )
 
 
 def local_net(img: bytes, seed: int = 0, batch: int = 1) -> FixedNet:

@@ -43,7 +43,7 @@ class Host:
 
 def image(seed: int = 0) -> bytes:
     p = Params.init(N_IN, N, N_OUT, seed=seed).arrays()
-    return mi.quantise(p, RuleConfig(**PAPER_NETWORK, lr=1e-2, sigma=1e-2).to_dict())
+    return mi.quantise(p, RuleConfig(**PAPER_NETWORK, lr=1e-2, sigma=1e-2).resolve(N_IN, N, N_OUT))
 
 
 def deploy(host: Host, img: bytes) -> None:

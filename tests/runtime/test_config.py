@@ -9,8 +9,9 @@ import re
 
 import pytest
 
+from twinpass.core.rule_spec import RuleSpec
 from twinpass.runtime import ConfigError, RuleConfig
-from twinpass.runtime.config import OPTIMIZERS, RULES
+from twinpass.runtime.config import INIT_FIELDS, OPTIMIZERS, RULES
 
 # (fields, words the message must contain)
 BAD = [
@@ -146,6 +147,27 @@ def test_name_as_in_the_paper(rule: str, decorrelation: bool, name: str) -> None
 def test_resolved_gain() -> None:
     assert RuleConfig().resolved_gain(102) == math.sqrt(102)
     assert RuleConfig(gain=2.5).resolved_gain(102) == 2.5
+
+
+def test_resolve_works_out_every_default_once_for_the_network() -> None:
+    spec = RuleConfig(lr=2e-3, lr_hidden=None, gain=None).resolve(1, 32, 1)
+    assert spec.shape == (1, 32, 1)
+    assert spec.gain == math.sqrt(34) and spec.lr_hidden == 2e-3
+    assert (spec.readout, spec.optimizer) == ("rls", "sgd")
+    given = RuleConfig(gain=2.5, lr_hidden=1e-4, radius_bound=None).resolve(3, 10, 2)
+    assert (given.gain, given.lr_hidden, given.radius_bound) == (2.5, 1e-4, None)
+    assert RuleConfig(rule="bp").resolve(1, 4, 1).optimizer == "adam"
+
+
+def test_every_learning_field_reaches_the_resolved_rule() -> None:
+    """A field added to RuleConfig must be added to RuleSpec too (or to INIT_FIELDS if only
+    the initial draw uses it): otherwise no device would ever receive it."""
+    config = {f.name for f in dataclasses.fields(RuleConfig)}
+    spec = {f.name for f in dataclasses.fields(RuleSpec)} - {"shape"}
+    assert config - set(INIT_FIELDS) == spec
+    full = RuleConfig().resolve(2, 5, 1)
+    for name in spec - {"gain", "lr_hidden"}:
+        assert getattr(full, name) == getattr(RuleConfig(), name), name
 
 
 def test_frozen_and_replace_validates() -> None:
