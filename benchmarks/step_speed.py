@@ -34,15 +34,17 @@ from numba import njit
 
 from twinpass.kernels.activation import tanh_into
 from twinpass.kernels.api import (
-    allocate_gradient_state,
-    allocate_gradient_workspace,
     allocate_learn_state,
     allocate_workspace,
     network_dims,
-    run_gradient,
     run_perturbation,
 )
 from twinpass.kernels.bptt import bptt_block, bptt_scratch
+from twinpass.kernels.gradient_api import (
+    allocate_gradient_state,
+    allocate_gradient_workspace,
+    run_gradient,
+)
 from twinpass.kernels.rng import fill_normal, new_rng_state
 
 RULES = {

@@ -13,18 +13,13 @@ import numpy as np
 from twinpass.core.errors import ConfigError, DeviceError, ShapeError
 from twinpass.core.rule_spec import RuleSpec
 from twinpass.kernels.api import (
-    GRADIENT_RULES,
-    GRADIENT_STATE_FIELDS,
     LEARN_STATE_FIELDS,
     Dims,
-    allocate_gradient_state,
-    allocate_gradient_workspace,
     allocate_learn_state,
     allocate_workspace,
     check_array,
     network_dims,
     run_forward,
-    run_gradient,
     run_perturbation,
 )
 from twinpass.kernels.bptt import (
@@ -33,6 +28,13 @@ from twinpass.kernels.bptt import (
     bptt_flush,
     bptt_reset,
     bptt_scratch,
+)
+from twinpass.kernels.gradient_api import (
+    GRADIENT_RULES,
+    GRADIENT_STATE_FIELDS,
+    allocate_gradient_state,
+    allocate_gradient_workspace,
+    run_gradient,
 )
 from twinpass.kernels.perturbation import C_FILL, C_HEAD
 from twinpass.kernels.rng import new_rng_state

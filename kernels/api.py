@@ -8,7 +8,6 @@ the call. Scratch space is allocated once, in :func:`allocate_workspace`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -426,23 +425,3 @@ def run_forward(
     if not 0.0 < leak <= 1.0:
         raise ConfigError(f"leak must be in (0, 1], got {leak}")
     forward_block(A, R, B, D, xh, U, pred, bool(decorrelation), float(leak), ws.x, ws.xhn)
-
-
-#: The online gradient rules' wrappers (RTRL, e-prop, UORO), in :mod:`.gradient_api`: they
-#: use the checks above, so they import this module, and are re-exported here lazily.
-_GRADIENT_API = (
-    "GRADIENT_RULES",
-    "GRADIENT_STATE_FIELDS",
-    "GradientState",
-    "allocate_gradient_state",
-    "allocate_gradient_workspace",
-    "run_gradient",
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _GRADIENT_API:
-        from . import gradient_api
-
-        return getattr(gradient_api, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
