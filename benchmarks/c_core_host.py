@@ -28,8 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
-from twinpass.firmware_sim import model_image as mi
-from twinpass.firmware_sim.fixed_point import W_FRAC, FixedNet, hyper_from_rule, quantise_array
+from twinpass.firmware_sim.fixed_point import FixedNet
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.hyper import hyper_from_rule
+from twinpass.protocol.qformat import W_FRAC, quantise_array
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

@@ -24,8 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twinpass.firmware_sim import c_firmware
-from twinpass.firmware_sim import model_image as mi
+from twinpass.firmware_sim import c_firmware, ram
+from twinpass.protocol import model_image as mi
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     harness = c_firmware.build_host().parent / "twinpass_core_host"  # build.sh makes both
     tmp = tempfile.mkdtemp(prefix="twinpass-budget-")
     for n in (int(s) for s in args.sizes.split(",")):
-        checked = mi.ram_footprint(1, n, 1)
+        checked = ram.ram_footprint(1, n, 1)
         used = core_bytes(harness, n, tmp)
         image = mi.image_size(1, n, 1, False)
         yes = {True: "yes", False: "no"}

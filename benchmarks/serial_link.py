@@ -40,11 +40,11 @@ from typing import Any
 
 import numpy as np
 
-from twinpass.devices.protocol import MsgType, pack_array
 from twinpass.devices.serial import SerialDevice, quantise_model
 from twinpass.firmware_sim import c_firmware
-from twinpass.firmware_sim.fixed_point import encode_activities
 from twinpass.firmware_sim.process import firmware_process
+from twinpass.protocol.messages import MsgType, pack_array
+from twinpass.protocol.qformat import encode_activities
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

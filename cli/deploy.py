@@ -16,7 +16,7 @@ import numpy as np
 
 from twinpass.core.errors import ConfigError
 from twinpass.devices.serial import SerialDevice, quantise_model
-from twinpass.firmware_sim import model_image as mi
+from twinpass.protocol import model_image as mi
 from twinpass.runtime.learner import OnlineLearner
 
 from .display import Reporter

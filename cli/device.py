@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from twinpass.core.errors import DeviceError
-from twinpass.devices.protocol import MsgType
-from twinpass.firmware_sim import model_image as mi
-from twinpass.firmware_sim.fixed_point import Hyper
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.hyper import Hyper
+from twinpass.protocol.messages import MsgType
 from twinpass.runtime.config import PAPER_NETWORK, RuleConfig
 from twinpass.runtime.learner import OnlineLearner
 from twinpass.runtime.params import Params

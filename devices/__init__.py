@@ -1,10 +1,10 @@
 """Devices: the backends a network learns on, behind one interface (:class:`Device`).
 
 The public names are imported on first use (PEP 562 module ``__getattr__``), not here:
-a package's ``__init__`` runs whenever any of its submodules is imported, and the firmware
-simulator imports ``twinpass.devices.protocol`` only. Eager imports of the host backend
-and the registry would load the Numba kernels of every backend into each simulator start
-(about 0.4 s of its ~1 s). ``from twinpass.devices import HostDevice`` works as before.
+a package's ``__init__`` runs whenever any of its submodules is imported (the serial
+link's, say, by a tool that needs no backend). Eager imports of the host backend and the
+registry would load the Numba kernels of every backend into each such import (about
+0.4 s). ``from twinpass.devices import HostDevice`` works as before.
 """
 
 from __future__ import annotations

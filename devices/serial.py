@@ -6,7 +6,7 @@
 update itself; the host only converts numbers at the boundary:
 
 - ``load`` quantises the float parameters into a model image
-  (:mod:`twinpass.firmware_sim.model_image`), deploys it (BEGIN / CHUNK / COMMIT, hash
+  (:mod:`twinpass.protocol.model_image`), deploys it (BEGIN / CHUNK / COMMIT, hash
   checked, CONFIRM), then sets the batch and seed and an all-zero state with STATE_SET;
 - ``step`` sends the block as STEP messages of as many steps as fit a frame (Q16.16
   inputs and targets), and converts the Q16.16 predictions and Q32 losses back;
@@ -31,13 +31,10 @@ import numpy as np
 
 from twinpass.core.errors import ConfigError, DeviceError, RemoteError, ShapeError
 from twinpass.core.rule_spec import RuleSpec, check_rule_spec
-from twinpass.firmware_sim import model_image as mi
-from twinpass.firmware_sim.fixed_point import (
-    decode_activities,
-    decode_loss,
-    encode_activities,
-    hyper_from_rule,
-)
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.hyper import hyper_from_rule
+from twinpass.protocol.messages import MsgType, pack_array, unpack_array
+from twinpass.protocol.qformat import decode_activities, decode_loss, encode_activities
 
 from .base import (
     PARAM_NAMES,
@@ -49,7 +46,6 @@ from .base import (
     check_params,
     check_rule,
 )
-from .protocol import MsgType, pack_array, unpack_array
 from .serial_link import T_MASK, DeviceResetError, SerialLink
 
 RULES = ("anp",)

@@ -48,8 +48,7 @@ from typing import Any
 import serial
 
 from twinpass.core.errors import DeviceError, ProtocolError, RemoteError
-
-from .protocol import (
+from twinpass.protocol.frame import (
     DEFAULT_MAX_FRAME,
     PROTO_MAJOR,
     PROTO_MINOR,
@@ -57,10 +56,10 @@ from .protocol import (
     Flags,
     Frame,
     FrameReader,
-    MsgType,
     encode_frame,
     next_seq,
 )
+from twinpass.protocol.messages import MsgType
 
 #: Boards reset when the port opens (DTR) and emulators drop output sent before the host
 #: connects: HELLO is sent every HELLO_INTERVAL seconds until this many have passed.

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .tanh_table import TANH_TABLE
+
 M32 = 0xFFFFFFFF
 
 
@@ -189,8 +191,6 @@ def _apply(W, k, pre, acc):
 
 def warm_up() -> None:
     """Compile (or load from Numba's cache) every kernel now, not at the first STEP."""
-    from .fixed_point import TANH_TABLE
-
     z = np.zeros((1, 1), np.int64)
     fill_noise(1, 0, 1, np.zeros(1, np.int64))
     forward_pair(z, z, z, z, False, z, z, z, z, z, z, z, TANH_TABLE, z.copy(), z.copy(),

@@ -21,23 +21,22 @@ from typing import Any
 import numpy as np
 
 from twinpass.core.errors import ConfigError, ShapeError
-from twinpass.devices.protocol import (
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.frame import (
     PROTO_MAJOR,
     PROTO_MINOR,
     REPLY,
-    ErrorCode,
     Flags,
     Frame,
-    MsgType,
     ReaderStats,
     encode_frame,
-    encode_payload,
-    error_payload,
-    pack_array,
 )
+from twinpass.protocol.hyper import Hyper
+from twinpass.protocol.messages import ErrorCode, MsgType, encode_payload, error_payload, pack_array
+from twinpass.protocol.qformat import MAX_BATCH
 
-from . import model_image as mi
-from .fixed_point import MAX_BATCH, U64_MAX, FixedNet, Hyper
+from . import ram
+from .fixed_point import U64_MAX, FixedNet
 from .flash import NO_SLOT, STATE_PENDING, Flash, FlashError, Storage
 
 FW_VERSION = "0.1.0"
@@ -197,11 +196,11 @@ class Firmware:
     @property
     def ram_budget(self) -> int:
         """RAM available to a model: the total minus the firmware's own reservation."""
-        return self.ram_total - mi.FIRMWARE_RESERVED
+        return self.ram_total - ram.FIRMWARE_RESERVED
 
     def _footprint(self, shape: tuple[int, int, int], d_present: bool, batch: int) -> int:
         eval_batch = self.net.xh_eval.shape[0] if self.net is not None else 1
-        return mi.ram_footprint(
+        return ram.ram_footprint(
             *shape, batch=batch, eval_batch=eval_batch, d_present=d_present,
             decorrelation=bool(self.net is not None and self.net.hyper.decorrelation),
         )  # fmt: skip
@@ -307,7 +306,7 @@ class Firmware:
     # -- messages -------------------------------------------------------------------------------
 
     def _hello_payload(self) -> dict[str, Any]:
-        largest = mi.largest_hidden(self.ram_budget, 1, 1)
+        largest = ram.largest_hidden(self.ram_budget, 1, 1)
         net = self.net
         step_us = self.step_us + (self.counters.step_ns / max(self.counters.steps, 1)) / 1000
         return {
@@ -392,7 +391,7 @@ class Firmware:
         d_present = sizes[length]
         need = self._footprint((n_in, n, n_out), d_present, self.batch)
         if need > self.ram_budget or length > self.flash.slot_size:
-            fits = mi.largest_hidden(self.ram_budget, n_in, n_out, batch=self.batch)
+            fits = ram.largest_hidden(self.ram_budget, n_in, n_out, batch=self.batch)
             raise Refuse(
                 ErrorCode.TOO_LARGE,
                 f"model {n_in}-{n}-{n_out} needs {need} bytes of RAM (image {length} bytes); "
@@ -461,7 +460,7 @@ class Firmware:
             self.upload = None
             raise Refuse(ErrorCode.BAD_ARGS, f"image is {img.shape}, DEPLOY_BEGIN said {up.shape}")
         # BEGIN could not know the image's flags: a learned D (decorrelation) needs more RAM.
-        need = mi.ram_footprint(
+        need = ram.ram_footprint(
             *img.shape, batch=self.batch, d_present=img.D is not None,
             decorrelation=img.hyper.decorrelation,
         )  # fmt: skip
@@ -599,7 +598,7 @@ class Firmware:
             except ConfigError as exc:
                 raise Refuse(ErrorCode.BAD_ARGS, str(exc)) from None
             d_present = net.D is not None or hyper.decorrelation
-            need = mi.ram_footprint(
+            need = ram.ram_footprint(
                 net.n_in, net.n, net.n_out, batch=batch, eval_batch=net.xh_eval.shape[0],
                 d_present=d_present, decorrelation=hyper.decorrelation,
             )  # fmt: skip
@@ -728,7 +727,7 @@ class Firmware:
             "rng_counter": _int(p, "rng_counter", 0, U64_MAX),
         }
         t_next = _int(p, "t_next", 0, T_MASK, default=0)  # new in 1.1; a 1.0 host: 0
-        need = mi.ram_footprint(
+        need = ram.ram_footprint(
             net.n_in, net.n, net.n_out, batch=batch, eval_batch=eb, d_present=net.D is not None,
             decorrelation=net.hyper.decorrelation,
         )  # fmt: skip
@@ -755,7 +754,7 @@ class Firmware:
         steps = len(x) // per_step
         self._check_reply_size(steps * b * net.n_out * 4, "the PREDICT reply")
         if b != net.xh_eval.shape[0]:
-            need = mi.ram_footprint(net.n_in, net.n, net.n_out, batch=net.batch, eval_batch=b,
+            need = ram.ram_footprint(net.n_in, net.n, net.n_out, batch=net.batch, eval_batch=b,
                                     d_present=net.D is not None)  # fmt: skip
             if need > self.ram_budget:
                 raise Refuse(ErrorCode.TOO_LARGE, f"evaluation batch {b} does not fit in RAM")

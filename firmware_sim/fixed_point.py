@@ -5,8 +5,9 @@ using only operations a C port on a Cortex-M4 reproduces bit for bit: integer mu
 add, arithmetic shift, truncating division, comparisons and a table. By default
 :class:`FixedNet` runs the step through the compiled loops of :mod:`.fast` (the same
 arithmetic, faster); ``compiled=False`` runs these expressions; the tests hold both equal.
-No float touches the device path; floats appear only in the host-side helpers that convert
-hyperparameters (:func:`hyper_from_rule`) and in the tanh table's generator.
+No float touches the device path: the host's conversions (floats to the wire's Q formats,
+a rule to its fixed-point hyperparameters) live in ``twinpass.protocol``, the tanh table
+in :mod:`.tanh_table`.
 
 Formats:
 
@@ -30,27 +31,28 @@ arithmetic shift); division truncates toward zero as C's ``/`` does.
 from __future__ import annotations
 
 import functools
-import math
-import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from twinpass.core.errors import ConfigError, ShapeError
-from twinpass.core.rule_spec import RuleSpec, check_rule_spec
+from twinpass.protocol.hyper import Hyper
+from twinpass.protocol.qformat import (
+    A_FRAC,
+    I32_MAX,
+    I32_MIN,
+    IO_LIMIT,
+    MAX_BATCH,
+    ONE_A,
+    ONE_W,
+    W_FRAC,
+)
 
 from . import fast
+from .tanh_table import TANH_MASK, TANH_SHIFT, TANH_SIZE, TANH_TABLE
 
-A_FRAC = 16  # activities Q16.16
-W_FRAC = 24  # weights Q7.24
-LOSS_FRAC = 32  # losses, norms Q32
-ONE_A = 1 << A_FRAC
-ONE_W = 1 << W_FRAC
-
-I32_MIN, I32_MAX = -(1 << 31), (1 << 31) - 1
 U64_MAX = (1 << 64) - 1  # the step counter and the noise counter are u64 (§6.3)
-IO_LIMIT = 1 << 23  # |u|, |y*| <= 128
 XH_LIMIT = 1 << 20  # |xh| <= 16
 DIFF_LIMIT = 1 << 23  # |da|, |db|, |e| <= 128
 DL_LIMIT = 1 << 38  # |dl| <= 64 (Q32)
@@ -62,29 +64,7 @@ TMP_LIMIT = 1 << 24  # |xhᵀD| <= 256 (Q16), decorrelation
 M_LIMIT = 1 << 30  # |offdiag(xh xhᵀ) D| <= 64 (Q24), decorrelation
 CAP_NUM = 1 << 55  # 0.5 / ‖xh‖² in Q24 is CAP_NUM // ‖xh‖²(Q32)
 
-MAX_HIDDEN = 1024
-MAX_IO = 256  # n_in, n_out
-MAX_BATCH = 64
-
 # -- tanh by table ---------------------------------------------------------------------------
-
-TANH_SHIFT = 9  # table step 2**-7 in Q16: index = |a| >> 9
-TANH_SIZE = 1025  # tanh(k / 128) for k = 0..1024, i.e. |a| in [0, 8]
-TANH_MASK = (1 << TANH_SHIFT) - 1
-
-
-def _make_tanh_table() -> np.ndarray:
-    # Generated once with the platform's libm and rounded to Q16; the values are part of
-    # the specification (a C port ships this table, and tests pin its CRC32).
-    return np.array(
-        [math.floor(math.tanh(k / 128.0) * ONE_A + 0.5) for k in range(TANH_SIZE)],
-        dtype=np.int64,
-    )
-
-
-TANH_TABLE = _make_tanh_table()
-# CRC32 of the table as little-endian int32: pinned by the tests and docs/protocol.md.
-TANH_TABLE_CRC32 = zlib.crc32(TANH_TABLE.astype("<i4").tobytes())
 
 
 def tanh_q16(a: np.ndarray) -> np.ndarray:
@@ -196,114 +176,17 @@ def gaussian_q16(seed: int, counter: int, n: int, sigma_q: int) -> np.ndarray:
 # -- hyperparameters ---------------------------------------------------------------------------
 
 
-@dataclass
-class Hyper:
-    """The learning rule's fixed-point hyperparameters (what the image and SET_MODE carry).
+def lr_gain_q(hyper: Hyper) -> int:
+    """lr·gain in Q24: ``min((lr_q · gain_q + 2**23) >> 24, 2**24)`` (§6.5).
 
-    lr_q: lr in Q32 (lr < 1). sigma_q: perturbation sd in Q16 (<= 1). eps_q: decorrelation
-    rate in Q32. gain_q: the ANP step factor in Q16 (sqrt(n_in + N + n_out) by default).
-    resync_every: copy replica 1's state into replica 2 every k steps (0: never).
-    output_cap: cap the output step at the normalised-LMS bound. two_noisy: perturb both
-    replicas. decorrelation: learn D.
+    The one product formed in uint64 rather than int64: two u32 factors give less than
+    2**64 - 2**33 + 2, so the product and the rounding term fit a uint64 exactly; Python's
+    int computes the same value.
     """
-
-    lr_q: int = 4294967  # 1e-3
-    sigma_q: int = 66  # 1e-3
-    eps_q: int = 429497  # 1e-4
-    gain_q: int = 1 << 16
-    resync_every: int = 10
-    output_cap: bool = True
-    two_noisy: bool = False
-    decorrelation: bool = False
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        limits = {
-            "lr_q": (1, _M32),
-            "sigma_q": (0, ONE_A),
-            "eps_q": (0, _M32),
-            "gain_q": (0, _M32),
-            "resync_every": (0, 0xFFFF),
-        }
-        for name, (lo, hi) in limits.items():
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | np.integer) or not lo <= v <= hi:
-                raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
-        for name in ("output_cap", "two_noisy", "decorrelation"):
-            if not isinstance(getattr(self, name), bool | np.bool_):
-                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-
-    @property
-    def lg_q(self) -> int:
-        """lr·gain in Q24: ``min((lr_q · gain_q + 2**23) >> 24, 2**24)``.
-
-        The one product formed in uint64 rather than int64 (§6.5): two u32 factors give
-        less than 2**64 - 2**33 + 2, so the product and the rounding term fit a uint64
-        exactly; Python's int computes the same value.
-        """
-        return min(rshift_round(int(self.lr_q) * int(self.gain_q), 24), LG_LIMIT)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    def update(self, changes: dict[str, Any]) -> Hyper:
-        data = self.to_dict()
-        data.update({k: changes[k] for k in data if k in changes})
-        return Hyper(**data)
+    return min(rshift_round(int(hyper.lr_q) * int(hyper.gain_q), 24), LG_LIMIT)
 
 
-def to_q(value: float, frac: int) -> int:
-    """round(value · 2**frac), half away from zero (host side only)."""
-    v = float(value) * (1 << frac)
-    return math.floor(abs(v) + 0.5) * (1 if v >= 0 else -1)
-
-
-def hyper_from_rule(rule: RuleSpec) -> Hyper:
-    """The fixed-point hyperparameters of a resolved rule (host side: floats here).
-
-    Refuses what the device cannot run: rules other than ANP.
-    """
-    rule = check_rule_spec(rule)
-    if rule.rule != "anp":
-        raise ConfigError(f"the device learns with ANP only, not {rule.rule!r}")
-    return Hyper(
-        lr_q=max(1, to_q(rule.lr, 32)),
-        sigma_q=to_q(rule.sigma, 16),
-        eps_q=to_q(rule.eps, 32),
-        gain_q=to_q(rule.gain, 16),
-        resync_every=rule.resync_every,
-        output_cap=rule.output_cap,
-        two_noisy=rule.two_noisy_passes,
-        decorrelation=rule.decorrelation,
-    )
-
-
-def quantise_array(m: np.ndarray, frac: int, limit: int = I32_MAX) -> np.ndarray:
-    """Float array to saturated fixed point, rounding half away from zero (host side)."""
-    v = np.asarray(m, dtype=np.float64) * float(1 << frac)
-    q = np.sign(v) * np.floor(np.abs(v) + 0.5)
-    return np.clip(np.nan_to_num(q), -limit - (limit == I32_MAX), limit).astype(np.int64)
-
-
-# -- host-side conversions (the wire carries Q16 int32 activities, Q32 int64 losses) ----------
-
-
-def encode_activities(values: Any) -> np.ndarray:
-    """Float inputs/targets to the wire's Q16.16 int32 (round half away from zero, saturated
-    to ±2**23 as the device would)."""
-    return quantise_array(values, A_FRAC, IO_LIMIT).astype(np.int32)
-
-
-def decode_activities(q: Any) -> np.ndarray:
-    """Q16.16 integers (predictions) to float64."""
-    return np.asarray(q, np.int64) / float(ONE_A)
-
-
-def decode_loss(q: Any) -> Any:
-    """Q32 losses to float64."""
-    return np.asarray(q, np.int64) / float(1 << LOSS_FRAC)
+# -- the reward variant's losses (host and device compute them alike) --------------------------
 
 
 def stream_losses(y: np.ndarray, target: np.ndarray, n_out: int) -> np.ndarray:
@@ -539,11 +422,11 @@ class FixedNet:
             ko = np.empty((nb, self.n_out), np.int64)
             fast.anp_update(
                 self.A, self.R, self.B, np.ascontiguousarray(dl, np.int64), da, db, u,
-                xh_prev, xh, h.lg_q, h.output_cap, kh, ko,
+                xh_prev, xh, lr_gain_q(h), h.output_cap, kh, ko,
             )  # fmt: skip
             return
         dl = sat(np.asarray(dl, np.int64), DL_LIMIT)
-        lg = h.lg_q
+        lg = lr_gain_q(h)
         nda = np.minimum((da * da).sum(axis=1), NORM_LIMIT)
         ndb = np.minimum((db * db).sum(axis=1), NORM_LIMIT)
         # Hidden layer: g = lr·gain·dl / (‖da‖² · nb), Q24; 0 when ‖da‖² = 0.

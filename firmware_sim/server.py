@@ -21,7 +21,7 @@ import tty
 from collections import deque
 from collections.abc import Sequence
 
-from twinpass.devices.protocol import FrameReader
+from twinpass.protocol.frame import FrameReader
 
 from . import fast
 from .firmware import MAX_FRAME, Firmware

@@ -1,14 +1,12 @@
-"""The twinpass serial protocol's codec: frames, message types, error codes, packed arrays.
+"""Frames on the wire: ``COBS(header | payload | CRC32-LE) 0x00`` (docs/protocol.md §1).
 
 One implementation, imported by both ends: the host's serial backend and the firmware
-simulator (the C firmware follows the same document, ``docs/protocol.md``).
-
-A frame on the wire is ``COBS(header | payload | CRC32-LE) 0x00``:
+simulator (the C firmware's ``firmware/proto/frame.c`` and ``cobs.c`` follow the same
+document).
 
 - header, 6 bytes: ``version u8, type u8, flags u8, boot_epoch u8, seq u16-LE``; the
   version byte is the protocol's major version;
-- payload: one msgpack map (unknown keys are ignored by the receiver); bulk numbers travel
-  as msgpack ``bin`` of packed little-endian values (:func:`pack_array`);
+- payload: one msgpack map (:mod:`.messages`);
 - CRC32 (zlib's polynomial) over header and payload, little-endian.
 
 :class:`FrameReader` turns an arbitrary byte stream into frames: it resynchronises at
@@ -21,16 +19,16 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import IntEnum, IntFlag
+from enum import IntFlag
 from typing import Any
 
-import msgpack
-import numpy as np
 from cobs import cobs
 
 from twinpass.core.errors import ProtocolError
+
+from .messages import MsgType, decode_payload, encode_payload
 
 PROTO_MAJOR = 1
 # 1.1: STEP order is checked (STEP's t against the device's t_next) in a session whose
@@ -44,51 +42,12 @@ DEFAULT_MAX_FRAME = 4096  # decoded bytes (header + payload + CRC); a device adv
 REPLY = 0x80  # a reply's type is the request's type | REPLY
 
 
-class MsgType(IntEnum):
-    """Request types; a reply carries ``type | REPLY``."""
-
-    HELLO = 0x01
-    PING = 0x02
-    DEPLOY_BEGIN = 0x03
-    DEPLOY_CHUNK = 0x04
-    DEPLOY_COMMIT = 0x05
-    DEPLOY_CONFIRM = 0x06
-    DEPLOY_ABORT = 0x07
-    STEP = 0x08
-    REWARD = 0x09
-    SET_MODE = 0x0A
-    GET_MODEL = 0x0B
-    SAVE_MODEL = 0x0C
-    RESET = 0x0D
-    STATS = 0x0E
-    # New in 1.0 (docs/protocol.md §3): the host's Device contract needs the replicas'
-    # state exported and restored bit-identically, and predictions on an evaluation state.
-    STATE_GET = 0x0F
-    STATE_SET = 0x10
-    PREDICT = 0x11
-    ERROR = 0x7F  # only ever sent as a reply (with Flags.ERR) or unsolicited
-
-
 class Flags(IntFlag):
     NONE = 0
     REPLY = 0x01
     NOREPLY = 0x02  # the sender expects no reply (REWARD)
     UNSOLICITED = 0x04  # sent by the device on its own (a boot announcement)
     ERR = 0x08  # the payload is {code, msg}
-
-
-class ErrorCode(IntEnum):
-    BAD_FRAME = 1
-    BAD_VERSION = 2
-    UNKNOWN_TYPE = 3
-    BAD_ARGS = 4
-    TOO_LARGE = 5
-    BUSY = 6
-    NO_MODEL = 7
-    BAD_STATE = 8
-    HASH_MISMATCH = 9
-    FLASH_FAIL = 10
-    NAN = 11
 
 
 @dataclass(frozen=True)
@@ -134,10 +93,6 @@ class FrameDropped(ProtocolError):
         self.kind = kind
 
 
-def encode_payload(payload: Mapping[str, Any]) -> bytes:
-    return msgpack.packb(dict(payload), use_bin_type=True)
-
-
 def encode_frame(frame: Frame) -> bytes:
     """The frame's bytes on the wire, delimiter included."""
     if not (0 <= frame.type <= 0xFF and 0 <= frame.seq <= 0xFFFF and 0 <= frame.epoch <= 0xFF):
@@ -165,13 +120,9 @@ def decode_frame(data: bytes, *, max_frame: int = DEFAULT_MAX_FRAME) -> Frame:
         raise FrameDropped("crc", "CRC mismatch")
     version, type_, flags, epoch, seq = HEADER.unpack_from(body)
     try:
-        payload = msgpack.unpackb(
-            body[HEADER.size :], raw=False, use_list=True, strict_map_key=True
-        )
-    except Exception as exc:  # msgpack raises several unrelated types on bad input
-        raise FrameDropped("payload", f"payload is not msgpack ({type(exc).__name__})") from None
-    if not isinstance(payload, dict):
-        raise FrameDropped("payload", f"payload is a {type(payload).__name__}, not a map")
+        payload = decode_payload(body[HEADER.size :])
+    except ProtocolError as exc:
+        raise FrameDropped("payload", str(exc)) from None
     return Frame(type_, seq, payload, flags, epoch, version)
 
 
@@ -262,43 +213,3 @@ class FrameReader:
 def iter_frames(stream: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> Iterator[Frame]:
     """The valid frames in a complete byte string."""
     yield from FrameReader(max_frame).feed(stream)
-
-
-# -- bulk numbers -------------------------------------------------------------------------
-
-# int64 carries the device's Q32 losses (docs/protocol.md §3).
-WIRE_DTYPES = {
-    "float32": "<f4",
-    "float64": "<f8",
-    "int16": "<i2",
-    "int32": "<i4",
-    "int8": "<i1",
-    "int64": "<i8",
-}
-
-
-def pack_array(values: np.ndarray, dtype: str) -> bytes:
-    """Little-endian packed bytes of ``values`` in a wire dtype (``float32``, ``int16``...)."""
-    if dtype not in WIRE_DTYPES:
-        raise ProtocolError(f"unknown wire dtype {dtype!r}: one of {', '.join(WIRE_DTYPES)}")
-    return np.ascontiguousarray(values, dtype=WIRE_DTYPES[dtype]).tobytes()
-
-
-def unpack_array(data: Any, dtype: str, shape: tuple[int, ...] | int) -> np.ndarray:
-    """The array packed by :func:`pack_array`; a wrong type or size is a ProtocolError."""
-    if dtype not in WIRE_DTYPES:
-        raise ProtocolError(f"unknown wire dtype {dtype!r}: one of {', '.join(WIRE_DTYPES)}")
-    if not isinstance(data, bytes | bytearray):
-        raise ProtocolError(f"packed array must be bytes, got {type(data).__name__}")
-    shape = (shape,) if isinstance(shape, int) else tuple(shape)
-    wire = np.dtype(WIRE_DTYPES[dtype])
-    expected = int(np.prod(shape, dtype=np.int64)) * wire.itemsize
-    if len(data) != expected:
-        raise ProtocolError(
-            f"packed {dtype} array of shape {shape} needs {expected} bytes, got {len(data)}"
-        )
-    return np.frombuffer(data, dtype=wire).astype(wire.newbyteorder("="), copy=True).reshape(shape)
-
-
-def error_payload(code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"code": code.name, "msg": message}

@@ -11,8 +11,8 @@ Layout (docs/protocol.md §7), all little-endian:
 
 The image identifies a model by its sha256 (:func:`sha256`). :func:`quantise` (host side:
 floats in) and :func:`build` (device side: integers in) make images; :func:`parse` checks
-one and returns a :class:`ModelImage`; :func:`ram_footprint` is the RAM a model needs on the
-device, for the RAM budget.
+one and returns a :class:`ModelImage`. The RAM a model needs on a device is the device's
+business (``twinpass.firmware_sim.ram`` for the simulator).
 """
 
 from __future__ import annotations
@@ -29,17 +29,8 @@ import numpy as np
 from twinpass.core.errors import CheckpointError
 from twinpass.core.rule_spec import RuleSpec
 
-from .fixed_point import (
-    A_FRAC,
-    I32_MAX,
-    MAX_HIDDEN,
-    MAX_IO,
-    ONE_W,
-    W_FRAC,
-    Hyper,
-    hyper_from_rule,
-    quantise_array,
-)
+from .hyper import Hyper, hyper_from_rule
+from .qformat import A_FRAC, I32_MAX, MAX_HIDDEN, MAX_IO, ONE_W, W_FRAC, quantise_array
 
 MAGIC = b"TPMI"
 FORMAT_VERSION = 1
@@ -53,10 +44,6 @@ FLAG_OUTPUT_CAP = 0x02
 FLAG_TWO_NOISY = 0x04
 FLAG_DECORRELATION = 0x08
 KNOWN_FLAGS = FLAG_D_PRESENT | FLAG_OUTPUT_CAP | FLAG_TWO_NOISY | FLAG_DECORRELATION
-
-#: RAM the firmware itself needs besides the model: receive and transmit buffers of
-#: max_frame each, the reply cache (rx_window replies), stack and globals.
-FIRMWARE_RESERVED = 16 * 1024
 
 
 class ModelImageError(CheckpointError):
@@ -223,47 +210,6 @@ def dequantise(model: ModelImage | bytes, dtype: str = "float32") -> dict[str, n
     D = np.eye(m.n_hidden) if m.D is None else m.D * scale
     out = {"A": m.A * scale, "R": m.R * scale, "B": m.B * scale, "D": D}
     return {k: np.ascontiguousarray(v, dtype=dtype) for k, v in out.items()}
-
-
-def ram_footprint(
-    n_in: int,
-    n_hidden: int,
-    n_out: int,
-    *,
-    batch: int = 1,
-    eval_batch: int = 1,
-    d_present: bool = False,
-    decorrelation: bool = False,
-) -> int:
-    """Bytes of RAM a model needs on the device (weights, both replicas, scratch).
-
-    Weights: int32 A, R, B, and D when stored or learned. State: xh1, xh2 (batch × N),
-    the evaluation state (eval_batch × N). Scratch per step: pre-activations, new states and
-    coefficients of both replicas (5 × batch × N), the reward variant's pending record
-    (3 × batch × N + batch × n_in), outputs (4 × batch × n_out), decorrelation scratch
-    (batch × N + N). Everything int32. Excludes :data:`FIRMWARE_RESERVED`.
-    """
-    n = n_hidden
-    words = n * n_in + n * n + n_out * n + (n * n if d_present or decorrelation else 0)
-    words += (2 * batch + eval_batch) * n
-    words += 5 * batch * n + 3 * batch * n + batch * n_in + 4 * batch * n_out
-    if decorrelation:
-        words += batch * n + n
-    return 4 * words
-
-
-def largest_hidden(
-    budget: int, n_in: int, n_out: int, *, batch: int = 1, d_present: bool = False
-) -> int:
-    """The largest N whose :func:`ram_footprint` fits ``budget`` bytes (0 if none)."""
-    lo, hi = 0, MAX_HIDDEN
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if ram_footprint(n_in, mid, n_out, batch=batch, d_present=d_present) <= budget:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
 
 
 def image_hyper_dict(hyper: Hyper) -> dict[str, Any]:

@@ -40,16 +40,9 @@ import child_processes
 import pytest
 import serial
 
-from twinpass.devices.protocol import (
-    PROTO_MAJOR,
-    Flags,
-    Frame,
-    FrameReader,
-    MsgType,
-    encode_frame,
-    next_seq,
-)
 from twinpass.firmware_sim.process import firmware_command, hold_pty_open, read_pty_path
+from twinpass.protocol.frame import PROTO_MAJOR, Flags, Frame, FrameReader, encode_frame, next_seq
+from twinpass.protocol.messages import MsgType
 
 START_TIMEOUT = 30.0
 

@@ -1,5 +1,5 @@
 /* The model image, format 1 (docs/protocol.md section 7): parse and validate it exactly
- * as the Python parser (twinpass.firmware_sim.model_image.parse) does, load it into a
+ * as the Python parser (twinpass.protocol.model_image.parse) does, load it into a
  * tp_model, and write a model's live weights back as an image.
  *
  * Layout, little-endian: a 64-byte header (magic "TPMI", u16 version 1, u16 header size

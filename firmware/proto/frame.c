@@ -1,5 +1,5 @@
 /* Frames on the wire: the encoder, and a stream reader that drops and counts bad frames
- * exactly as the Python FrameReader (twinpass.devices.protocol) does, so both ends of the
+ * exactly as the Python FrameReader (twinpass.protocol.frame) does, so both ends of the
  * link agree on what is a frame and their STATS counters mean the same thing. */
 #include <string.h>
 

@@ -3,7 +3,7 @@
  * map with string keys; CRC32 (zlib's) over header and payload.
  *
  * tp_frame_reader splits a byte stream at 0x00 delimiters and decodes frames exactly as
- * the Python FrameReader (twinpass.devices.protocol) does, counting what it drops under
+ * the Python FrameReader (twinpass.protocol.frame) does, counting what it drops under
  * the same five kinds; tp_frame_encode writes one frame. No heap: the reader works in a
  * caller-provided buffer. */
 #ifndef TP_FRAME_H

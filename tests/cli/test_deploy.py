@@ -20,7 +20,7 @@ from sim_process import FIRMWARES, SimProcess, start_simulator
 
 from twinpass.cli.main import cli
 from twinpass.devices.serial import quantise_model
-from twinpass.firmware_sim import model_image as mi
+from twinpass.protocol import model_image as mi
 from twinpass.runtime import OnlineLearner, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

@@ -1,4 +1,4 @@
-"""``twinpass.devices`` imports its backends on first use, so the simulator starts quickly."""
+"""``twinpass.devices`` imports its backends on first use; the simulator imports none of it."""
 
 from __future__ import annotations
 
@@ -14,11 +14,19 @@ def _modules_after(statement: str) -> set[str]:
     return set(out.stdout.split())
 
 
-def test_the_simulator_does_not_import_the_backends_or_the_kernels() -> None:
-    # A package's __init__ runs for every submodule import: the simulator imports
-    # twinpass.devices.protocol, and must not pay for the host backend's Numba kernels.
+def test_the_simulator_imports_neither_the_devices_nor_the_kernels() -> None:
+    # It speaks the wire format of twinpass.protocol; the backends and the host's Numba
+    # kernels are none of its business (and would cost its start ~0.4 s).
     loaded = _modules_after("import twinpass.firmware_sim.server")
-    assert "twinpass.devices.protocol" in loaded
+    assert "twinpass.protocol.frame" in loaded
+    above = sorted(m for m in loaded if m.startswith(("twinpass.devices", "twinpass.kernels")))
+    assert not above, above
+
+
+def test_the_serial_link_does_not_import_the_backends() -> None:
+    # A package's __init__ runs for every submodule import: importing the link must not
+    # load the host backend's Numba kernels.
+    loaded = _modules_after("import twinpass.devices.serial_link")
     heavy = {"twinpass.devices.host", "twinpass.devices.registry", "twinpass.kernels.api"}
     assert not heavy & loaded, sorted(heavy & loaded)
 

@@ -25,11 +25,12 @@ from sim_process import FIRMWARES, SimProcess, needs_cc, start_simulator
 
 from twinpass.core.errors import DeviceError, ProtocolError, RemoteError
 from twinpass.devices import serial_link
-from twinpass.devices.protocol import Frame, MsgType, encode_frame
 from twinpass.devices.registry import make_device
 from twinpass.devices.serial import SerialDevice, quantise_model
 from twinpass.devices.serial_link import DeviceResetError, LinkClosedError, SerialLink
-from twinpass.firmware_sim import model_image as mi
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.frame import Frame, encode_frame
+from twinpass.protocol.messages import MsgType
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

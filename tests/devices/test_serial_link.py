@@ -19,16 +19,9 @@ from typing import Any
 import pytest
 
 from twinpass.core.errors import DeviceError, ProtocolError, RemoteError
-from twinpass.devices.protocol import (
-    PROTO_MAJOR,
-    REPLY,
-    Flags,
-    Frame,
-    FrameReader,
-    MsgType,
-    encode_frame,
-)
 from twinpass.devices.serial_link import DeviceResetError, LinkClosedError, SerialLink
+from twinpass.protocol.frame import PROTO_MAJOR, REPLY, Flags, Frame, FrameReader, encode_frame
+from twinpass.protocol.messages import MsgType
 
 
 class Responder:

@@ -27,19 +27,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from twinpass.firmware_sim import model_image as mi
-from twinpass.firmware_sim.fixed_point import (
+from twinpass.firmware_sim import ram
+from twinpass.firmware_sim.fixed_point import FixedNet, gaussian_q16, noise_words, reward_dl
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.hyper import hyper_from_rule
+from twinpass.protocol.qformat import (
     A_FRAC,
     I32_MAX,
     I32_MIN,
     W_FRAC,
-    FixedNet,
     encode_activities,
-    gaussian_q16,
-    hyper_from_rule,
-    noise_words,
     quantise_array,
-    reward_dl,
 )
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
@@ -442,7 +440,7 @@ def test_valid_images_are_accepted_by_both(harness, tmp_path) -> None:
         assert lines[1].startswith(f"shape {m.n_in} {m.n_hidden} {m.n_out}")
         # The C core needs no more RAM than the simulator's budget (§7.3) grants.
         for line, batch in zip(lines[2:4], (1, 64), strict=True):
-            budget = mi.ram_footprint(
+            budget = ram.ram_footprint(
                 m.n_in, m.n_hidden, m.n_out, batch=batch, eval_batch=batch,
                 d_present=m.D is not None, decorrelation=m.hyper.decorrelation,
             )  # fmt: skip

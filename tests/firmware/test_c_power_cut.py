@@ -18,8 +18,8 @@ import pytest
 import serial
 from sim_process import SimLink, SimProcess, needs_cc
 
-from twinpass.devices.protocol import MsgType, pack_array
-from twinpass.firmware_sim import model_image as mi
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.messages import MsgType, pack_array
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

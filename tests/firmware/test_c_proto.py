@@ -4,7 +4,7 @@ The four sources and core/crc32.c are compiled once per session with the system 
 compiler into a shared library, loaded with ctypes, and held against the references:
 COBS against the ``cobs`` package, SHA-256 against hashlib, the msgpack writer against
 ``msgpack.packb(use_bin_type=True)``, the msgpack reader's map check against the payload
-step of :func:`twinpass.devices.protocol.decode_frame` (a dict with str or bytes keys,
+step of :func:`twinpass.protocol.frame.decode_frame` (a dict with str or bytes keys,
 valid UTF-8, no trailing bytes), and the frame encoder and stream reader against
 ``encode_frame`` and :class:`FrameReader` (the frames and every drop counter). One batch of
 random and mutated inputs runs through a standalone driver (tests/firmware/c_proto_shim.c)
@@ -34,7 +34,7 @@ from cobs import cobs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twinpass.devices.protocol import (
+from twinpass.protocol.frame import (
     MIN_FRAME,
     Frame,
     FrameDropped,

@@ -15,9 +15,9 @@ import os
 from qemu_process import build_arm, start_qemu
 from sim_process import SimLink, needs_qemu
 
-from twinpass.devices.protocol import MsgType
-from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.process import hold_pty_open
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.messages import MsgType
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

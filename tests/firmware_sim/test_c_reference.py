@@ -10,15 +10,10 @@ import pytest
 from naive.fixed_point import CNet, Overflow
 
 from twinpass.core.errors import ConfigError
-from twinpass.firmware_sim.fixed_point import (
-    A_FRAC,
-    U64_MAX,
-    W_FRAC,
-    FixedNet,
-    Hyper,
-    hyper_from_rule,
-)
-from twinpass.firmware_sim.fixed_point import quantise_array as q
+from twinpass.firmware_sim.fixed_point import U64_MAX, FixedNet, lr_gain_q
+from twinpass.protocol.hyper import Hyper, hyper_from_rule
+from twinpass.protocol.qformat import A_FRAC, W_FRAC
+from twinpass.protocol.qformat import quantise_array as q
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 
@@ -92,7 +87,7 @@ def test_lr_gain_at_the_extreme_follows_the_uint64_rule(compiled: bool, output_c
     top = 0xFFFFFFFF
     assert top * top + (1 << 23) < 1 << 64 <= 2 * (top * top)  # uint64 holds it, int64 not
     hyper = Hyper(lr_q=top, gain_q=top, sigma_q=3000, output_cap=output_cap, resync_every=2)
-    assert hyper.lg_q == 1 << 24
+    assert lr_gain_q(hyper) == 1 << 24
     fx, cn = _pair(hyper, batch=2, compiled=compiled)
     _run_both(fx, cn, 12)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from sim_process import SimLink
 
-from twinpass.devices.protocol import MsgType
+from twinpass.protocol.messages import MsgType
 
 
 def test_cli_prints_the_pty_path_and_serves_until_sigterm(tmp_path: Path) -> None:

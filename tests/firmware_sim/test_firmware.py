@@ -8,10 +8,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from twinpass.devices.protocol import PROTO_MAJOR, Flags, Frame, FrameReader, MsgType
-from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.firmware import Firmware
 from twinpass.firmware_sim.flash import Flash
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.frame import PROTO_MAJOR, Flags, Frame, FrameReader
+from twinpass.protocol.messages import MsgType
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

@@ -3,7 +3,6 @@ float64 NumPy reference of the same rule within quantisation error."""
 
 from __future__ import annotations
 
-import math
 import zlib
 
 import numpy as np
@@ -11,19 +10,10 @@ import pytest
 
 from twinpass.core.errors import ConfigError
 from twinpass.firmware_sim import fixed_point as fp
-from twinpass.firmware_sim.fixed_point import (
-    A_FRAC,
-    ONE_A,
-    ONE_W,
-    W_FRAC,
-    FixedNet,
-    Hyper,
-    gaussian_q16,
-    hyper_from_rule,
-    noise_words,
-    quantise_array,
-    tanh_q16,
-)
+from twinpass.firmware_sim import tanh_table
+from twinpass.firmware_sim.fixed_point import FixedNet, gaussian_q16, noise_words, tanh_q16
+from twinpass.protocol.hyper import hyper_from_rule
+from twinpass.protocol.qformat import A_FRAC, ONE_A, ONE_W, W_FRAC, quantise_array
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 
@@ -46,8 +36,8 @@ def stream(T=60, n_in=2, n_out=1, batch=1, seed=1):
 
 
 def test_tanh_table_is_the_documented_one() -> None:
-    assert zlib.crc32(fp.TANH_TABLE.astype("<i4").tobytes()) == 0x4616D492
-    assert fp.TANH_TABLE_CRC32 == 0x4616D492
+    assert zlib.crc32(tanh_table.TANH_TABLE.astype("<i4").tobytes()) == 0x4616D492
+    assert tanh_table.TANH_TABLE_CRC32 == 0x4616D492
 
 
 def test_tanh_is_within_two_lsb_odd_and_saturates() -> None:
@@ -202,26 +192,6 @@ def test_learning_off_changes_no_weight_and_zero_sigma_is_guarded() -> None:
     before = {k: getattr(z, k).copy() for k in "ARB"}
     run(z, U, Y)
     assert all(np.array_equal(getattr(z, k), before[k]) for k in "ARB")
-
-
-def test_host_conversions() -> None:
-    q = fp.encode_activities([0.5, -1.25, 1e9])
-    assert q.dtype == np.int32 and q.tolist() == [32768, -81920, 1 << 23]
-    assert fp.decode_activities(q[:2]).tolist() == [0.5, -1.25]
-    assert fp.decode_loss(1 << 31) == 0.5
-
-
-def test_hyper_validation_and_rule_conversion() -> None:
-    h = hyper_from_rule(RuleConfig(**PAPER_NETWORK).resolve(1, 32, 1))
-    assert (h.lr_q, h.sigma_q, h.gain_q) == (4294967, 66, round(math.sqrt(34) * 65536))
-    with pytest.raises(ConfigError):
-        hyper_from_rule(RuleConfig(**PAPER_NETWORK, rule="np").resolve(1, 32, 1))
-    with pytest.raises(ConfigError, match="RuleSpec"):
-        hyper_from_rule(RuleConfig(**PAPER_NETWORK).to_dict())  # type: ignore[arg-type]
-    with pytest.raises(ConfigError):
-        Hyper(sigma_q=ONE_A + 1)
-    with pytest.raises(ConfigError):
-        Hyper(lr_q=0)
 
 
 def test_decorrelation_learns_d() -> None:

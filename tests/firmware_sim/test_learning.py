@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twinpass.firmware_sim.fixed_point import A_FRAC, W_FRAC, FixedNet, hyper_from_rule
-from twinpass.firmware_sim.fixed_point import quantise_array as q
+from twinpass.firmware_sim.fixed_point import FixedNet
+from twinpass.protocol.hyper import hyper_from_rule
+from twinpass.protocol.qformat import A_FRAC, W_FRAC
+from twinpass.protocol.qformat import quantise_array as q
 from twinpass.runtime import OnlineLearner, Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 from twinpass.runtime.tasks import make_mackey_glass

@@ -12,18 +12,12 @@ import numpy as np
 import pytest
 from sim_process import FIRMWARES, QEMU_NO_PERSISTENCE, SimLink, start_simulator
 
-from twinpass.devices.protocol import (
-    PROTO_MAJOR,
-    ErrorCode,
-    Flags,
-    Frame,
-    MsgType,
-    encode_frame,
-    pack_array,
-    unpack_array,
-)
-from twinpass.firmware_sim import model_image as mi
-from twinpass.firmware_sim.fixed_point import A_FRAC, FixedNet, quantise_array
+from twinpass.firmware_sim import ram
+from twinpass.firmware_sim.fixed_point import FixedNet
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.frame import PROTO_MAJOR, Flags, Frame, encode_frame
+from twinpass.protocol.messages import ErrorCode, MsgType, pack_array, unpack_array
+from twinpass.protocol.qformat import A_FRAC, quantise_array
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 
@@ -83,7 +77,7 @@ def link(sim):
 def fits_device(budget: int, n_in: int, n_out: int, firmware: str) -> int:
     """The largest N a device takes: its RAM budget, and under QEMU its 30 KiB flash slots
     (emulated in RAM; a real board's are 128 KiB, the simulator's and host build's 256)."""
-    n = mi.largest_hidden(budget, n_in, n_out)
+    n = ram.largest_hidden(budget, n_in, n_out)
     while firmware == "qemu" and mi.image_size(n_in, n, n_out, False) > QEMU_SLOT:
         n -= 1
     return n
@@ -100,7 +94,7 @@ def test_hello_reports_capabilities_and_the_boot_epoch(link: SimLink, firmware: 
     # The model budget: the simulator's is 128 KiB - FIRMWARE_RESERVED; the C firmware keeps
     # more for itself. Either way max_hidden is the largest N that fits it (no model yet).
     budget = caps["ram_free"]
-    assert budget <= 128 * 1024 - mi.FIRMWARE_RESERVED
+    assert budget <= 128 * 1024 - ram.FIRMWARE_RESERVED
     assert caps["max_hidden"] == fits_device(budget, 1, 1, firmware)
     assert reply.epoch == p["boot_id"] & 0xFF == 1
 

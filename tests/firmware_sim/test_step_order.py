@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twinpass.devices.protocol import Frame, FrameReader, MsgType, pack_array
-from twinpass.firmware_sim import model_image as mi
 from twinpass.firmware_sim.firmware import Firmware
-from twinpass.firmware_sim.fixed_point import A_FRAC, quantise_array
 from twinpass.firmware_sim.flash import Flash
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.frame import Frame, FrameReader
+from twinpass.protocol.messages import MsgType, pack_array
+from twinpass.protocol.qformat import A_FRAC, quantise_array
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 

@@ -1,4 +1,4 @@
-"""The protocol codec: round trips, resynchronisation, and the decoder fuzzed.
+"""Frames: round trips, resynchronisation, and the decoder fuzzed.
 
 Whatever bytes arrive, :class:`FrameReader.feed` never raises and :func:`decode_frame`
 raises nothing but :class:`ProtocolError`: a serial line delivers garbage, and the host's
@@ -7,22 +7,12 @@ reader thread must not die of it.
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from twinpass.core.errors import ProtocolError
-from twinpass.devices.protocol import (
-    Frame,
-    FrameReader,
-    MsgType,
-    decode_frame,
-    encode_frame,
-    next_seq,
-    pack_array,
-    unpack_array,
-)
+from twinpass.protocol.frame import Frame, FrameReader, decode_frame, encode_frame, next_seq
+from twinpass.protocol.messages import MsgType
 
 payload_values = st.recursive(
     st.none()
@@ -117,12 +107,3 @@ def test_a_long_run_without_delimiter_is_an_overflow_and_bounded() -> None:
 
 def test_seq_wraps() -> None:
     assert next_seq(0xFFFF) == 0 and next_seq(0) == 1
-
-
-def test_packed_arrays_round_trip_and_refuse_wrong_sizes() -> None:
-    x = np.arange(-5, 5, dtype=np.int64) * 70_000
-    assert np.array_equal(unpack_array(pack_array(x, "int32"), "int32", 10), x)
-    with pytest.raises(ProtocolError, match=r"needs 40 bytes"):
-        unpack_array(pack_array(x, "int32")[:-1], "int32", 10)
-    with pytest.raises(ProtocolError, match=r"unknown wire dtype"):
-        pack_array(x, "q16")

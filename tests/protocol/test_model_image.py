@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from twinpass.core.errors import CheckpointError
-from twinpass.firmware_sim import model_image as mi
-from twinpass.firmware_sim.fixed_point import Hyper
+from twinpass.protocol import model_image as mi
+from twinpass.protocol.hyper import Hyper
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 
@@ -87,13 +87,3 @@ def test_messages_name_the_problem() -> None:
     payload_hit[70] ^= 1
     with pytest.raises(mi.ModelImageError, match="payload CRC"):
         mi.parse(bytes(payload_hit))
-
-
-def test_ram_footprint_and_largest_hidden() -> None:
-    small = mi.ram_footprint(1, 32, 1)
-    assert small < mi.ram_footprint(1, 64, 1) < mi.ram_footprint(1, 64, 1, d_present=True)
-    assert mi.ram_footprint(1, 32, 1, batch=4) > small
-    budget = 128 * 1024 - mi.FIRMWARE_RESERVED
-    n = mi.largest_hidden(budget, 1, 1)
-    assert mi.ram_footprint(1, n, 1) <= budget < mi.ram_footprint(1, n + 1, 1)
-    assert 128 <= n <= 200  # int32 R: N² · 4 bytes dominates

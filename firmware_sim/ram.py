@@ -1,0 +1,56 @@
+"""The simulator's RAM budget (docs/protocol.md §7.3): what a model needs, what fits.
+
+The C firmware lays its RAM out itself (``firmware/core/twinpass_core.c``,
+``tp_model_words``) and keeps a reservation of its own; the simulator checks models, batch
+sizes and evaluation batches against these numbers and reports the largest N that fits in
+HELLO's ``max_hidden``.
+"""
+
+from __future__ import annotations
+
+from twinpass.protocol.qformat import MAX_HIDDEN
+
+#: RAM the firmware itself needs besides the model: receive and transmit buffers of
+#: max_frame each, the reply cache (rx_window replies), stack and globals.
+FIRMWARE_RESERVED = 16 * 1024
+
+
+def ram_footprint(
+    n_in: int,
+    n_hidden: int,
+    n_out: int,
+    *,
+    batch: int = 1,
+    eval_batch: int = 1,
+    d_present: bool = False,
+    decorrelation: bool = False,
+) -> int:
+    """Bytes of RAM a model needs on the device (weights, both replicas, scratch).
+
+    Weights: int32 A, R, B, and D when stored or learned. State: xh1, xh2 (batch × N),
+    the evaluation state (eval_batch × N). Scratch per step: pre-activations, new states and
+    coefficients of both replicas (5 × batch × N), the reward variant's pending record
+    (3 × batch × N + batch × n_in), outputs (4 × batch × n_out), decorrelation scratch
+    (batch × N + N). Everything int32. Excludes :data:`FIRMWARE_RESERVED`.
+    """
+    n = n_hidden
+    words = n * n_in + n * n + n_out * n + (n * n if d_present or decorrelation else 0)
+    words += (2 * batch + eval_batch) * n
+    words += 5 * batch * n + 3 * batch * n + batch * n_in + 4 * batch * n_out
+    if decorrelation:
+        words += batch * n + n
+    return 4 * words
+
+
+def largest_hidden(
+    budget: int, n_in: int, n_out: int, *, batch: int = 1, d_present: bool = False
+) -> int:
+    """The largest N whose :func:`ram_footprint` fits ``budget`` bytes (0 if none)."""
+    lo, hi = 0, MAX_HIDDEN
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if ram_footprint(n_in, mid, n_out, batch=batch, d_present=d_present) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
