@@ -32,7 +32,7 @@ import numpy as np
 from twinpass.core.errors import ConfigError, DeviceError, RemoteError, ShapeError
 from twinpass.core.rule_spec import RuleSpec, check_rule_spec
 from twinpass.protocol import model_image as mi
-from twinpass.protocol.hyper import hyper_from_rule
+from twinpass.protocol.hyper import READOUTS, hyper_from_rule
 from twinpass.protocol.messages import MsgType, pack_array, unpack_array
 from twinpass.protocol.qformat import decode_activities, decode_loss, encode_activities
 
@@ -42,14 +42,12 @@ from .base import (
     StepResult,
     check_batch,
     check_label_delay,
-    check_paper_network,
     check_params,
     check_rule,
 )
 from .serial_link import T_MASK, DeviceResetError, SerialLink
 
 RULES = ("anp",)
-READOUTS = ("anp",)
 #: Bytes of a frame that are not bulk data (header, CRC, msgpack keys and small values).
 FRAME_MARGIN = 64
 
@@ -162,7 +160,8 @@ class SerialDevice:
         return DeviceInfo(
             name=self.name,
             description="a microcontroller (or firmware-sim) on a serial port, learning "
-            "in fixed point (Q16.16 activities, Q7.24 weights)",
+            "in fixed point (Q16.16 activities, Q7.24 weights): ANP for the hidden layer, the "
+            "readout by ANP or NLMS",
             rules=RULES,
             dtypes=("float32",),
             exact=False,
@@ -209,12 +208,18 @@ class SerialDevice:
         shape = _network_shape(arrays)
         check_batch(batch)
         spec = check_rule(rule, self.offer(), shape)
-        check_paper_network(spec, self.name)
         check_label_delay(label_delay, 0, "serial")
         if not 0 <= int(seed) <= 0xFFFFFFFF:
             raise ConfigError(f"the device's noise seed is a u32, got {seed}")
         image = quantise_model(arrays, spec)
         caps = self.link.caps
+        # A device before protocol 1.3 lists no readouts: it runs the rule's own only.
+        offered = tuple(caps.extra.get("readouts") or ("anp",))
+        if spec.readout not in offered:
+            raise ConfigError(
+                f"readout {spec.readout!r} is not one this device runs: it offers "
+                f"{', '.join(offered)} (choose it with --readout)"
+            )
         if caps.max_hidden is not None and shape[1] > caps.max_hidden:
             raise ConfigError(
                 f"N={shape[1]} hidden units do not fit the device's RAM: at most "
@@ -508,6 +513,9 @@ class SerialDevice:
             ("xh_eval", st["eval_batch"]),
         ):
             out[key] = unpack_array(st[key], "int32", (int(rows), n))
+        if "gv" in st:  # protocol 1.3: the guard's life count and vector
+            out["total"] = np.array([int(st["total"])], np.uint64)
+            out["gv"] = unpack_array(st["gv"], "int32", (1, n))
         return out
 
     def import_state(self, state: Mapping[str, np.ndarray]) -> None:
@@ -530,6 +538,12 @@ class SerialDevice:
                     f"device state {key!r} has shape {arr.shape}, expected {(payload[rows], n)}"
                 )
             payload[key] = pack_array(arr.reshape(-1), "int32")
+        if "gv" in state:
+            gv, total = np.asarray(state["gv"]), np.asarray(state.get("total", 0))
+            if gv.shape != (1, n) or total.size != 1:
+                raise ShapeError(f"device state 'gv' has shape {gv.shape}, expected {(1, n)}")
+            payload["gv"] = pack_array(gv.reshape(-1), "int32")
+            payload["total"] = int(total.reshape(-1)[0])
         if payload["batch"] != self.batch:
             raise ShapeError(
                 f"device state is for a batch of {payload['batch']}, the device learns "
@@ -600,7 +614,8 @@ def _network_shape(arrays: Mapping[str, np.ndarray]) -> tuple[int, int, int]:
         raise ShapeError("parameters A, R, B, D must be matrices")
     n, n_in = A.shape
     n_out = B.shape[0]
-    if R.shape != (n, n) or B.shape != (n_out, n) or D.shape != (n, n):
+    # B reads the hidden state, or [xh, u, 1] (readout_inputs; the image checks which).
+    if R.shape != (n, n) or B.shape[1] not in (n, n + n_in + 1) or D.shape != (n, n):
         raise ShapeError(
             f"inconsistent parameter shapes A {A.shape}, R {R.shape}, B {B.shape}, D {D.shape}"
         )

@@ -17,7 +17,7 @@ cflags=${CFLAGS:--O2}
 warn="-std=c99 -pedantic -Wall -Wextra -Werror -Wshadow -Wconversion -Wsign-conversion \
 -Wstrict-prototypes -Wmissing-prototypes"
 core="$here/core/twinpass_core.c $here/core/image.c $here/core/prng.c $here/core/tanh_table.c \
-$here/core/crc32.c"
+$here/core/crc32.c $here/core/guard.c"
 mkdir -p "$out"
 # shellcheck disable=SC2086
 "$cc" $warn $cflags ${EXTRA_CFLAGS:-} -I"$here/core" $core "$here/host/twinpass_core_host.c" \

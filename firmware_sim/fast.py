@@ -92,14 +92,20 @@ def fill_noise(key, counter, sigma_q, out):
 
 @njit(cache=True)
 def forward_pair(
-    A, R, B, D, has_d, xh1, xh2, u, xi1, xi2, z1, z2, table, xp1, xp2, xn1, xn2, b1, b2
-):
-    """§6.4 for both replicas and every stream; fills xp*, xn* (new states), b*."""
+    A, R, B, D, has_d, leak, inputs, xh1, xh2, u, xi1, xi2, z1, z2, table,
+    xp1, xp2, xn1, xn2, b1, b2,
+):  # fmt: skip
+    """§6.4 for both replicas and every stream; fills xp*, xn* (new states), b*.
+
+    ``leak``: α in Q16; ``inputs``: the readout sees [xh, u, 1] (B is n_out x (N+n_in+1)).
+    Returns the number of values of D x at the ±16 clamp (STATS ``saturations``).
+    """
     nb, n = xh1.shape
     n_in = A.shape[1]
     n_out = B.shape[0]
     x1 = np.empty(n, np.int64)
     x2 = np.empty(n, np.int64)
+    clamped = 0
     for s in range(nb):
         for i in range(n):
             au = 0
@@ -115,67 +121,93 @@ def forward_pair(
             x1[i] = _tanh(xp1[s, i], table)
             x2[i] = _tanh(xp2[s, i], table)
         for i in range(n):
+            v1 = x1[i]
+            v2 = x2[i]
             if has_d:
                 d1 = 0
                 d2 = 0
                 for j in range(n):
                     d1 += D[i, j] * x1[j]
                     d2 += D[i, j] * x2[j]
-                xn1[s, i] = _sat(_rsr(d1, 24), 1 << 20)
-                xn2[s, i] = _sat(_rsr(d2, 24), 1 << 20)
-            else:
-                xn1[s, i] = x1[i]
-                xn2[s, i] = x2[i]
+                v1 = _sat(_rsr(d1, 24), 1 << 20)
+                v2 = _sat(_rsr(d2, 24), 1 << 20)
+                clamped += (v1 >= 1 << 20 or v1 <= -(1 << 20)) + (v2 >= 1 << 20 or v2 <= -(1 << 20))
+            xn1[s, i] = xh1[s, i] + _rsr(leak * (v1 - xh1[s, i]), 16)
+            xn2[s, i] = xh2[s, i] + _rsr(leak * (v2 - xh2[s, i]), 16)
         for o in range(n_out):
             c1 = 0
             c2 = 0
             for j in range(n):
                 c1 += B[o, j] * xn1[s, j]
                 c2 += B[o, j] * xn2[s, j]
+            if inputs:
+                # Both replicas read the same input and bias columns.
+                cu = B[o, n + n_in] << 16
+                for j in range(n_in):
+                    cu += B[o, n + j] * u[s, j]
+                c1 += cu
+                c2 += cu
             b1[s, o] = _sat32(_sat32(_rsr(c1, 24)) + z1[s, o])
             b2[s, o] = _sat32(_sat32(_rsr(c2, 24)) + z2[s, o])
+    return clamped
 
 
 @njit(cache=True)
-def anp_update(A, R, B, dl, da, db, u, xh_prev, xh, lg, cap, kh, ko):
-    """§6.5: A, R, B in place from per-stream dl, da, db; kh (nb, N), ko (nb, n_out) scratch."""
+def update(
+    A, R, B, dl, da, db, u, xh_prev, f, lg, lgh, cap, readout, mu, b1, ystar, kh, ko,
+):  # fmt: skip
+    """§6.5: A, R, B in place from per-stream dl, da, db; f (nb, F) replica 1's features;
+    readout 0: B by ANP's estimate (step lg), 1: NLMS (step mu, from b1 and ystar); the
+    hidden step lgh, divided by 1 + ‖B_h‖² with NLMS. kh (nb, N), ko (nb, n_out) scratch."""
     nb, n = da.shape
     n_out = db.shape[1]
-    n_in = u.shape[1]
+    F = f.shape[1]
+    if readout != 0:
+        nbh = 0
+        for o in range(n_out):
+            for j in range(n):
+                b = _rsr(B[o, j], 8)
+                nbh = min(nbh + b * b, 1 << 61)
+        lgh = _div(lgh << 32, (1 << 32) + nbh)
     for s in range(nb):
         d = _sat(dl[s], 1 << 38)
         nda = 0
         for i in range(n):
             nda += da[s, i] * da[s, i]
         nda = min(nda, 1 << 56)
-        ndb = 0
-        for o in range(n_out):
-            ndb += db[s, o] * db[s, o]
-        ndb = min(ndb, 1 << 56)
-        g = _sat(_div(d * lg, nda * nb), 1 << 38)
+        g = _sat(_div(d * lgh, nda * nb), 1 << 38)
         for i in range(n):
             kh[s, i] = _sat(_rsr(g * da[s, i], 8), 1 << 33)
-        lgo = lg
-        if cap:
-            nx = 0
-            for j in range(n):
-                nx += xh[s, j] * xh[s, j]
-            if nx > 0:
-                c = _div(1 << 55, nx)
+        nf = 0
+        for j in range(F):
+            nf += f[s, j] * f[s, j]
+        if readout == 0:
+            ndb = 0
+            for o in range(n_out):
+                ndb += db[s, o] * db[s, o]
+            ndb = min(ndb, 1 << 56)
+            lgo = lg
+            if cap and nf > 0:
+                c = _div(1 << 55, nf)
                 if c < lgo:
                     lgo = c
-        go = _sat(_div(d * lgo, ndb * nb), 1 << 38)
-        for o in range(n_out):
-            ko[s, o] = _sat(_rsr(go * db[s, o], 8), 1 << 33)
-    acc = np.empty(max(n, n_in), np.int64)
-    _apply(A, kh, u, acc)
-    _apply(R, kh, xh_prev, acc)
-    _apply(B, ko, xh, acc)
+            go = _sat(_div(d * lgo, ndb * nb), 1 << 38)
+            for o in range(n_out):
+                ko[s, o] = _sat(_rsr(go * db[s, o], 8), 1 << 33)
+        else:
+            den = (min(nf, 1 << 56) + 4295) * nb
+            for o in range(n_out):
+                e = _sat(b1[s, o] - ystar[s, o], 1 << 23)
+                ko[s, o] = _sat(_div(mu * e * (1 << 22), den), 1 << 33)
+    acc = np.empty(max(n, u.shape[1], F), np.int64)
+    _apply(A, kh, u, acc, 24)
+    _apply(R, kh, xh_prev, acc, 24)
+    _apply(B, ko, f, acc, 24 if readout == 0 else 14)
 
 
 @njit(inline="always")
-def _apply(W, k, pre, acc):
-    """W[i, j] = sat32(W[i, j] - rsr(sum_s k[s, i] · pre[s, j], 24)), row by row."""
+def _apply(W, k, pre, acc, shift):
+    """W[i, j] = sat32(W[i, j] - rsr(sum_s k[s, i] · pre[s, j], shift)), row by row."""
     nb = k.shape[0]
     cols = W.shape[1]
     for i in range(W.shape[0]):
@@ -186,14 +218,14 @@ def _apply(W, k, pre, acc):
             for j in range(cols):
                 acc[j] += ks * pre[s, j]
         for j in range(cols):
-            W[i, j] = _sat32(W[i, j] - _rsr(acc[j], 24))
+            W[i, j] = _sat32(W[i, j] - _rsr(acc[j], shift))
 
 
 def warm_up() -> None:
     """Compile (or load from Numba's cache) every kernel now, not at the first STEP."""
     z = np.zeros((1, 1), np.int64)
     fill_noise(1, 0, 1, np.zeros(1, np.int64))
-    forward_pair(z, z, z, z, False, z, z, z, z, z, z, z, TANH_TABLE, z.copy(), z.copy(),
-                 z.copy(), z.copy(), z.copy(), z.copy())  # fmt: skip
-    anp_update(z.copy(), z.copy(), z.copy(), np.zeros(1, np.int64), z, z, z, z, z, 1, True,
-               z.copy(), z.copy())  # fmt: skip
+    forward_pair(z, z, z, z, False, 1 << 16, False, z, z, z, z, z, z, z, TANH_TABLE,
+                 z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy())  # fmt: skip
+    update(z.copy(), z.copy(), z.copy(), np.zeros(1, np.int64), z, z, z, z, z, 1, 1, True, 0,
+           1, z, z, z.copy(), z.copy())  # fmt: skip

@@ -31,11 +31,11 @@ from twinpass.protocol.frame import (
     ReaderStats,
     encode_frame,
 )
-from twinpass.protocol.hyper import Hyper
+from twinpass.protocol.hyper import READOUT_ANP, READOUTS, Hyper
 from twinpass.protocol.messages import ErrorCode, MsgType, encode_payload, error_payload, pack_array
 from twinpass.protocol.qformat import MAX_BATCH
 
-from . import ram
+from . import guard, ram
 from .fixed_point import U64_MAX, FixedNet
 from .flash import NO_SLOT, STATE_PENDING, Flash, FlashError, Storage
 
@@ -198,19 +198,43 @@ class Firmware:
         """RAM available to a model: the total minus the firmware's own reservation."""
         return self.ram_total - ram.FIRMWARE_RESERVED
 
-    def _footprint(self, shape: tuple[int, int, int], d_present: bool, batch: int) -> int:
-        eval_batch = self.net.xh_eval.shape[0] if self.net is not None else 1
+    def _footprint(
+        self,
+        shape: tuple[int, int, int],
+        d_present: bool,
+        batch: int,
+        readout_inputs: bool,
+        eval_batch: int | None = None,
+        decorrelation: bool | None = None,
+    ) -> int:
+        """RAM the model of ``shape`` needs; the evaluation batch and decorrelation are the
+        loaded model's unless given."""
+        net = self.net
+        if eval_batch is None:
+            eval_batch = net.xh_eval.shape[0] if net is not None else 1
+        if decorrelation is None:
+            decorrelation = bool(net is not None and net.hyper.decorrelation)
         return ram.ram_footprint(
             *shape, batch=batch, eval_batch=eval_batch, d_present=d_present,
-            decorrelation=bool(self.net is not None and self.net.hyper.decorrelation),
+            decorrelation=decorrelation, readout_inputs=readout_inputs,
         )  # fmt: skip
+
+    def _net_footprint(self, net: FixedNet, **changes: Any) -> int:
+        """RAM the loaded model needs, with its batch, evaluation batch, D or decorrelation
+        replaced by ``changes``."""
+        return self._footprint(
+            (net.n_in, net.n, net.n_out),
+            changes.get("d_present", net.D is not None),
+            changes.get("batch", net.batch),
+            net.hyper.readout_inputs,
+            changes.get("eval_batch", net.xh_eval.shape[0]),
+            changes.get("decorrelation", net.hyper.decorrelation),
+        )
 
     def ram_free(self) -> int:
         if self.net is None:
             return self.ram_budget
-        net = self.net
-        used = self._footprint((net.n_in, net.n, net.n_out), net.D is not None, net.batch)
-        return self.ram_budget - used
+        return self.ram_budget - self._net_footprint(self.net)
 
     # -- frames in, bytes out -------------------------------------------------------------------
 
@@ -323,6 +347,7 @@ class Firmware:
                 "ram_total": self.ram_total,
                 "ram_free": self.ram_free(),
                 "dtypes": DTYPES,
+                "readouts": list(READOUTS),
                 "slots": 2,
                 "step_us": round(step_us),
             },
@@ -381,15 +406,19 @@ class Firmware:
                 "the active model is pending: confirm it (DEPLOY_CONFIRM) or revert it "
                 "(DEPLOY_ABORT) before deploying another",
             )
-        sizes = {mi.image_size(n_in, n, n_out, d): d for d in (False, True)}
-        if length not in sizes:
+        # BEGIN does not know the image's flags: D stored or not, the readout over [xh, u, 1]
+        # or xh. Any layout of this length is possible; the largest decides.
+        layouts = [(d, ri) for d in (False, True) for ri in (False, True)]
+        sizes = {mi.image_size(n_in, n, n_out, d, ri) for d, ri in layouts}
+        fitting = [(d, ri) for d, ri in layouts if mi.image_size(n_in, n, n_out, d, ri) == length]
+        if not fitting:
             raise Refuse(
                 ErrorCode.BAD_ARGS,
                 f"len {length} does not match a {n_in}-{n}-{n_out} image "
-                f"({' or '.join(map(str, sizes))} bytes)",
+                f"({' or '.join(map(str, sorted(sizes)))} bytes)",
             )
-        d_present = sizes[length]
-        need = self._footprint((n_in, n, n_out), d_present, self.batch)
+        d_present = any(d for d, _ in fitting)
+        need = max(self._footprint((n_in, n, n_out), d, self.batch, ri) for d, ri in fitting)
         if need > self.ram_budget or length > self.flash.slot_size:
             fits = ram.largest_hidden(self.ram_budget, n_in, n_out, batch=self.batch)
             raise Refuse(
@@ -460,9 +489,9 @@ class Firmware:
             self.upload = None
             raise Refuse(ErrorCode.BAD_ARGS, f"image is {img.shape}, DEPLOY_BEGIN said {up.shape}")
         # BEGIN could not know the image's flags: a learned D (decorrelation) needs more RAM.
-        need = ram.ram_footprint(
-            *img.shape, batch=self.batch, d_present=img.D is not None,
-            decorrelation=img.hyper.decorrelation,
+        need = self._footprint(
+            img.shape, img.D is not None, self.batch, img.hyper.readout_inputs,
+            eval_batch=1, decorrelation=img.hyper.decorrelation,
         )  # fmt: skip
         if need > self.ram_budget:
             self.upload = None
@@ -529,6 +558,12 @@ class Firmware:
         y = None if y_raw is None else _bin(p, "y", steps * nb * net.n_out)
         if y is None and learn and steps > 1:
             raise Refuse(ErrorCode.BAD_STATE, "the reward variant (y: nil) runs one step at a time")
+        if y is None and learn and net.hyper.readout != READOUT_ANP:
+            raise Refuse(
+                ErrorCode.BAD_STATE,
+                f"the reward variant (y: nil) needs readout anp; this model's readout is "
+                f"{net.hyper.readout_name}, which learns from the targets: send y",
+            )
         y = None if y is None else y.reshape(steps, nb, net.n_out)
         y1 = np.zeros((steps, nb, net.n_out), np.int64)
         y2 = np.zeros_like(y1)
@@ -593,15 +628,22 @@ class Firmware:
         hyper = None
         if net is not None:
             changes = {k: v for k, v in p.items() if k in Hyper.__dataclass_fields__}
+            if changes.get("readout_inputs", net.hyper.readout_inputs) != net.hyper.readout_inputs:
+                raise Refuse(
+                    ErrorCode.BAD_ARGS,
+                    "readout_inputs is the model image's (it sets B's width): deploy a model "
+                    "with the readout you want",
+                )
             try:
                 hyper = net.hyper.update(changes)
             except ConfigError as exc:
                 raise Refuse(ErrorCode.BAD_ARGS, str(exc)) from None
-            d_present = net.D is not None or hyper.decorrelation
-            need = ram.ram_footprint(
-                net.n_in, net.n, net.n_out, batch=batch, eval_batch=net.xh_eval.shape[0],
-                d_present=d_present, decorrelation=hyper.decorrelation,
-            )  # fmt: skip
+            need = self._net_footprint(
+                net,
+                batch=batch,
+                d_present=net.D is not None or hyper.decorrelation,
+                decorrelation=hyper.decorrelation,
+            )
             if need > self.ram_budget:
                 raise Refuse(
                     ErrorCode.TOO_LARGE,
@@ -690,6 +732,7 @@ class Firmware:
             "payload_errors": r.payload_errors,
             "bad_version": c.bad_version,
             "saturations": self.net.stats["saturations"] if self.net is not None else 0,
+            "guard_projections": self.net.stats["guard_projections"] if self.net else 0,
             "nans": 0,
             "step_us": round(self.step_us + c.step_ns / max(c.steps, 1) / 1000),
             "uptime_ms": int((time.monotonic() - self.t_start) * 1000),
@@ -702,7 +745,7 @@ class Firmware:
     def _state_get(self, p: dict[str, Any]) -> dict[str, Any]:
         net = self._need_model()
         st = net.export_state()
-        n_bytes = 4 * (st["xh1"].size + st["xh2"].size + st["xh_eval"].size)
+        n_bytes = 4 * (st["xh1"].size + st["xh2"].size + st["xh_eval"].size + st["gv"].size)
         self._check_reply_size(n_bytes + 64, "the state")
         return {
             **st,
@@ -710,6 +753,7 @@ class Firmware:
             "xh1": pack_array(st["xh1"].reshape(-1), "int32"),
             "xh2": pack_array(st["xh2"].reshape(-1), "int32"),
             "xh_eval": pack_array(st["xh_eval"].reshape(-1), "int32"),
+            "gv": pack_array(st["gv"].reshape(-1), "int32"),
         }
 
     def _state_set(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -722,15 +766,16 @@ class Firmware:
             "xh1": _bin(p, "xh1", batch * net.n),
             "xh2": _bin(p, "xh2", batch * net.n),
             "xh_eval": _bin(p, "xh_eval", eb * net.n),
-            "counter": _int(p, "counter", 0, U64_MAX),  # both u64 (§6.1); 1.2: refused beyond
+            "counter": _int(p, "counter", 0, U64_MAX),  # u64 (§6.1), refused beyond
             "rng_seed": _int(p, "rng_seed", 0, 0xFFFFFFFF),
             "rng_counter": _int(p, "rng_counter", 0, U64_MAX),
+            # 1.3: the guard's state; a host of an earlier minor version sends neither,
+            # and the guard starts afresh (a count of 0, the initial vector).
+            "total": _int(p, "total", 0, U64_MAX, default=0),
+            "gv": _bin(p, "gv", net.n) if "gv" in p else guard.initial_vector(net.n),
         }
         t_next = _int(p, "t_next", 0, T_MASK, default=0)  # new in 1.1; a 1.0 host: 0
-        need = ram.ram_footprint(
-            net.n_in, net.n, net.n_out, batch=batch, eval_batch=eb, d_present=net.D is not None,
-            decorrelation=net.hyper.decorrelation,
-        )  # fmt: skip
+        need = self._net_footprint(net, batch=batch, eval_batch=eb)
         if need > self.ram_budget:
             raise Refuse(
                 ErrorCode.TOO_LARGE, f"batch {batch} / evaluation batch {eb} do not fit in RAM"
@@ -754,8 +799,7 @@ class Firmware:
         steps = len(x) // per_step
         self._check_reply_size(steps * b * net.n_out * 4, "the PREDICT reply")
         if b != net.xh_eval.shape[0]:
-            need = ram.ram_footprint(net.n_in, net.n, net.n_out, batch=net.batch, eval_batch=b,
-                                    d_present=net.D is not None)  # fmt: skip
+            need = self._net_footprint(net, eval_batch=b)
             if need > self.ram_budget:
                 raise Refuse(ErrorCode.TOO_LARGE, f"evaluation batch {b} does not fit in RAM")
         u = _bin(p, "x", steps * b * net.n_in)

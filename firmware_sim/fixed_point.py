@@ -37,11 +37,9 @@ from typing import Any
 import numpy as np
 
 from twinpass.core.errors import ConfigError, ShapeError
-from twinpass.protocol.hyper import Hyper
+from twinpass.protocol.hyper import READOUT_ANP, Hyper
 from twinpass.protocol.qformat import (
     A_FRAC,
-    I32_MAX,
-    I32_MIN,
     IO_LIMIT,
     MAX_BATCH,
     ONE_A,
@@ -49,7 +47,8 @@ from twinpass.protocol.qformat import (
     W_FRAC,
 )
 
-from . import fast
+from . import fast, guard
+from .integer import div_trunc, rshift_round, sat, sat32
 from .tanh_table import TANH_MASK, TANH_SHIFT, TANH_SIZE, TANH_TABLE
 
 U64_MAX = (1 << 64) - 1  # the step counter and the noise counter are u64 (§6.3)
@@ -63,6 +62,9 @@ LG_LIMIT = 1 << 24  # lr·gain <= 1 (Q24)
 TMP_LIMIT = 1 << 24  # |xhᵀD| <= 256 (Q16), decorrelation
 M_LIMIT = 1 << 30  # |offdiag(xh xhᵀ) D| <= 64 (Q24), decorrelation
 CAP_NUM = 1 << 55  # 0.5 / ‖xh‖² in Q24 is CAP_NUM // ‖xh‖²(Q32)
+BH_LIMIT = 1 << 61  # ‖B_h‖² (Q32), the exact readout's normalisation of the hidden step
+NLMS_DELTA_Q = 4295  # NLMS's δ = 1e-6 in Q32 (docs/design.md §4.2)
+GV_LIMIT = 1 << 20  # the guard's vector (§6.7)
 
 # -- tanh by table ---------------------------------------------------------------------------
 
@@ -85,35 +87,6 @@ def tanh_q16(a: np.ndarray) -> np.ndarray:
     y = t0 + (((t1 - t0) * f + (1 << (TANH_SHIFT - 1))) >> TANH_SHIFT)
     y = np.where(big, ONE_A, y)
     return np.where(a < 0, -y, y)
-
-
-# -- integer helpers ---------------------------------------------------------------------------
-
-
-def rshift_round(v: np.ndarray | int, s: int) -> Any:
-    """``(v + 2**(s-1)) >> s``: round half up, arithmetic shift (s >= 1)."""
-    return (v + (1 << (s - 1))) >> s
-
-
-# np.minimum/np.maximum rather than np.clip: clip's dtype-limit checks cost more than the
-# arithmetic at these sizes (it dominated a step's profile).
-def sat(v: Any, limit: int) -> Any:
-    """Clamp to [-limit, limit]."""
-    return np.minimum(np.maximum(v, -limit), limit)
-
-
-def sat32(v: Any) -> Any:
-    """Clamp to the int32 range."""
-    return np.minimum(np.maximum(v, I32_MIN), I32_MAX)
-
-
-def div_trunc(n: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """n / d truncated toward zero (C99 ``/``); 0 where d == 0 (the 0/0 guard). d >= 0."""
-    n = np.asarray(n, dtype=np.int64)
-    d = np.asarray(d, dtype=np.int64)
-    safe = np.where(d == 0, 1, d)
-    q = np.abs(n) // safe
-    return np.where(d == 0, 0, np.where(n < 0, -q, q))
 
 
 # -- the noise generator -----------------------------------------------------------------------
@@ -186,6 +159,19 @@ def lr_gain_q(hyper: Hyper) -> int:
     return min(rshift_round(int(hyper.lr_q) * int(hyper.gain_q), 24), LG_LIMIT)
 
 
+def hidden_gain_q(hyper: Hyper) -> int:
+    """lr_h·gain in Q24, formed as :func:`lr_gain_q` (the hidden layer's step, §6.5)."""
+    return min(rshift_round(int(hyper.lrh_q) * int(hyper.gain_q), 24), LG_LIMIT)
+
+
+def readout_norm_q32(B: np.ndarray, n: int) -> int:
+    """``1 + ‖B_h‖²_F`` in Q32 over B's hidden columns (the first n): ``2**32 + min(Σ
+    rsr(B_oj, 8)², 2**61)``. The terms are non-negative, so the clamped sum is the same
+    whatever the order of summation (a running sum clamped after each term equals it)."""
+    b16 = rshift_round(np.asarray(B, np.int64)[:, :n], 8)
+    return (1 << 32) + min(int((b16 * b16).sum()), BH_LIMIT)
+
+
 # -- the reward variant's losses (host and device compute them alike) --------------------------
 
 
@@ -213,8 +199,6 @@ class Pending:
     t: int
     da: np.ndarray
     db: np.ndarray
-    nda: np.ndarray
-    ndb: np.ndarray
     u: np.ndarray
     xh_prev: np.ndarray
     xh: np.ndarray
@@ -233,10 +217,12 @@ class StepOut:
 class FixedNet:
     """Parameters, both replicas' hidden states and the noise counter of one device.
 
-    A (N, n_in), R (N, N), B (n_out, N): Q24 int64 arrays holding int32 values; D (N, N) or
+    A (N, n_in), R (N, N), B (n_out, F): Q24 int64 arrays holding int32 values, F = N + n_in
+    + 1 when the readout sees [xh, u, 1] (``hyper.readout_inputs``), else N; D (N, N) or
     None for the identity. xh1, xh2 (nb, N): the replicas' hidden states; xh_eval: the
     evaluation state of :meth:`predict`. counter: steps since the last state reset (drives
-    resync); rng_counter: the next noise word.
+    resync); rng_counter: the next noise word; total: steps over the model's life (drives
+    the guard); gv: the guard's warm-start vector.
     """
 
     A: np.ndarray
@@ -246,7 +232,9 @@ class FixedNet:
     hyper: Hyper = field(default_factory=Hyper)
     batch: int = 1
     seed: int = 0
-    stats: dict[str, int] = field(default_factory=lambda: {"saturations": 0})
+    stats: dict[str, int] = field(
+        default_factory=lambda: {"saturations": 0, "guard_projections": 0}
+    )
     compiled: bool = True  # the loop kernels of .fast; False: the NumPy expressions
 
     def __post_init__(self) -> None:
@@ -255,11 +243,14 @@ class FixedNet:
         self.R = np.array(self.R, np.int64)
         self.B = np.array(self.B, np.int64)
         n = self.R.shape[0]
-        if self.R.shape != (n, n) or self.A.shape[0] != n or self.B.shape[1] != n:
+        n_in = self.A.shape[1] if self.A.ndim == 2 else 0
+        f = n + (n_in + 1 if self.hyper.readout_inputs else 0)
+        if self.R.shape != (n, n) or self.A.shape[0] != n or self.B.shape[1:] != (f,):
             raise ShapeError(
-                f"inconsistent shapes A {self.A.shape}, R {self.R.shape}, B {self.B.shape}"
+                f"inconsistent shapes A {self.A.shape}, R {self.R.shape}, B {self.B.shape}: "
+                f"B must be n_out x {f}"
             )
-        self.n_in, self.n, self.n_out = self.A.shape[1], n, self.B.shape[0]
+        self.n_in, self.n, self.n_out, self.n_features = n_in, n, self.B.shape[0], f
         if self.D is not None:
             self.D = np.array(self.D, np.int64)
             if self.D.shape != (n, n):
@@ -267,6 +258,8 @@ class FixedNet:
         if self.hyper.decorrelation and self.D is None:
             self.D = np.eye(n, dtype=np.int64) * ONE_W
         self.rng_counter = 0
+        self.total = 0
+        self.gv = guard.initial_vector(n)
         self.pending: Pending | None = None
         self.set_batch(self.batch)
 
@@ -279,7 +272,8 @@ class FixedNet:
         self.reset_state()
 
     def reset_state(self) -> None:
-        """Zero both replicas' hidden states, the evaluation state and the resync counter."""
+        """Zero both replicas' hidden states, the evaluation state and the resync counter
+        (the guard's count and vector are the model's, not the sequence's: kept)."""
         self.xh1 = np.zeros((self.batch, self.n), np.int64)
         self.xh2 = np.zeros((self.batch, self.n), np.int64)
         eval_batch = self.xh_eval.shape[0] if hasattr(self, "xh_eval") else 1
@@ -293,14 +287,25 @@ class FixedNet:
 
     # -- forward ---------------------------------------------------------------------------
 
-    def _hidden_state(self, x: np.ndarray) -> np.ndarray:
-        """xh = D x (Q16), or x itself when D is the identity."""
-        if self.D is None:
-            return x
-        return sat(rshift_round(x @ self.D.T, W_FRAC), XH_LIMIT)
+    def _decorrelated(self, x: np.ndarray) -> np.ndarray:
+        """``v = D x`` (Q16), clamped to ±16, or x itself when D is the identity."""
+        return x if self.D is None else sat(rshift_round(x @ self.D.T, W_FRAC), XH_LIMIT)
+
+    def _leak(self, v: np.ndarray, xh: np.ndarray) -> np.ndarray:
+        """The new state ``xh + rsr(α (v − xh), 16)`` from v and the state before, xh
+        (exactly v at α = 1)."""
+        return xh + rshift_round(self.hyper.leak_q * (v - xh), A_FRAC)
+
+    def _features(self, xh: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """The readout's input: [xh, u, 1] (Q16) or xh alone."""
+        if not self.hyper.readout_inputs:
+            return xh
+        one = np.full((xh.shape[0], 1), ONE_A, np.int64)
+        return np.concatenate([xh, u, one], axis=1)
 
     def _count_saturated(self, *xh: np.ndarray) -> None:
-        """STATS ``saturations``: hidden values at the ±16 clamp (only D can get them there)."""
+        """STATS ``saturations``: values of D x at the ±16 clamp (only D gets them there),
+        counted before the leak mixes in the state before."""
         if self.D is not None:
             self.stats["saturations"] += sum(int((np.abs(v) >= XH_LIMIT).sum()) for v in xh)
 
@@ -319,57 +324,83 @@ class FixedNet:
         e = sat(b - ystar, DIFF_LIMIT)
         return (e * e).sum(axis=1) // self.n_out
 
+    @property
+    def noisy_out(self) -> bool:
+        """Output noise is drawn only when the readout learns by the rule's own estimate."""
+        return self.hyper.readout == READOUT_ANP
+
     def forward_pair(
         self, u: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Both replicas' step: (xp1, xp2, xh1_new, xh2_new, b1, b2); advances the noise."""
         h = self.hyper
-        nb, n, no = self.batch, self.n, self.n_out
-        # One draw for the step, in the documented order xi2, zeta2 (, xi1, zeta1).
+        nb, n = self.batch, self.n
+        no = self.n_out if self.noisy_out else 0
+        # One draw for the step, in the documented order xi2, zeta2 (, xi1, zeta1); zeta
+        # only with the rule's own readout.
         noise = self._noise(((2 if h.two_noisy else 1) * nb * (n + no),)).reshape(-1)
+        zero_out = np.zeros((nb, self.n_out), np.int64)
         xi2 = noise[: nb * n].reshape(nb, n)
-        zeta2 = noise[nb * n : nb * (n + no)].reshape(nb, no)
+        zeta2 = noise[nb * n : nb * (n + no)].reshape(nb, no) if no else zero_out
         if h.two_noisy:
             xi1 = noise[nb * (n + no) : nb * (2 * n + no)].reshape(nb, n)
-            zeta1 = noise[nb * (2 * n + no) :].reshape(nb, no)
+            zeta1 = noise[nb * (2 * n + no) :].reshape(nb, no) if no else zero_out
         else:
             xi1 = np.zeros((nb, n), np.int64)
-            zeta1 = np.zeros((nb, self.n_out), np.int64)
+            zeta1 = zero_out
         if h.resync_every > 0 and self.counter % h.resync_every == 0:
             self.xh2 = self.xh1.copy()
         if self.compiled:
             out = [np.empty((nb, n), np.int64) for _ in range(4)]
-            b1, b2 = np.empty((nb, no), np.int64), np.empty((nb, no), np.int64)
+            b1, b2 = np.empty((nb, self.n_out), np.int64), np.empty((nb, self.n_out), np.int64)
             D = self.D if self.D is not None else np.zeros((1, 1), np.int64)
-            fast.forward_pair(
-                self.A, self.R, self.B, D, self.D is not None, self.xh1, self.xh2,
-                np.ascontiguousarray(u), np.ascontiguousarray(xi1), np.ascontiguousarray(xi2),
-                np.ascontiguousarray(zeta1), np.ascontiguousarray(zeta2), TANH_TABLE, *out, b1, b2,
+            clamped = fast.forward_pair(
+                self.A, self.R, self.B, D, self.D is not None, h.leak_q, h.readout_inputs,
+                self.xh1, self.xh2, np.ascontiguousarray(u), np.ascontiguousarray(xi1),
+                np.ascontiguousarray(xi2), np.ascontiguousarray(zeta1),
+                np.ascontiguousarray(zeta2), TANH_TABLE, *out, b1, b2,
             )  # fmt: skip
-            self._count_saturated(out[2], out[3])
+            self.stats["saturations"] += int(clamped)
             return out[0], out[1], out[2], out[3], b1, b2
         au = u @ self.A.T  # Q40, exact
         a1 = sat32(rshift_round(au + self.xh1 @ self.R.T, W_FRAC))
         a2 = sat32(rshift_round(au + self.xh2 @ self.R.T, W_FRAC))
         xp1 = sat32(a1 + xi1)
         xp2 = sat32(a2 + xi2)
-        xh1n = self._hidden_state(tanh_q16(xp1))
-        xh2n = self._hidden_state(tanh_q16(xp2))
-        self._count_saturated(xh1n, xh2n)
-        b1 = sat32(sat32(rshift_round(xh1n @ self.B.T, W_FRAC)) + zeta1)
-        b2 = sat32(sat32(rshift_round(xh2n @ self.B.T, W_FRAC)) + zeta2)
+        v1, v2 = self._decorrelated(tanh_q16(xp1)), self._decorrelated(tanh_q16(xp2))
+        self._count_saturated(v1, v2)
+        xh1n, xh2n = self._leak(v1, self.xh1), self._leak(v2, self.xh2)
+        f1, f2 = self._features(xh1n, u), self._features(xh2n, u)
+        b1 = sat32(sat32(rshift_round(f1 @ self.B.T, W_FRAC)) + zeta1)
+        b2 = sat32(sat32(rshift_round(f2 @ self.B.T, W_FRAC)) + zeta2)
         return xp1, xp2, xh1n, xh2n, b1, b2
 
     # -- one online step ---------------------------------------------------------------------
 
+    def _guard(self) -> None:
+        """§6.7 before a learning step whose life count is a positive multiple of
+        ``guard_every`` (with a bound set)."""
+        h = self.hyper
+        if h.bound_q > 0 and self.total > 0 and self.total % h.guard_every == 0:
+            self.R, self.gv, scaled = guard.guard(self.R, self.gv, h.bound_q)
+            self.stats["guard_projections"] += int(scaled)
+
     def step(self, u: np.ndarray, ystar: np.ndarray | None, learn: bool, t: int = 0) -> StepOut:
-        """One step of both replicas; with a target and ``learn``, the ANP update.
+        """One step of both replicas; with a target and ``learn``, the update (§6.5).
 
         u (nb, n_in), ystar (nb, n_out) Q16 integers (saturated to ±2**23 here). Without a
-        target and with ``learn``, the update is held pending for :meth:`reward`.
+        target and with ``learn``, the update is held pending for :meth:`reward` (the
+        rule's own readout only: NLMS needs the target itself).
         """
         self.pending = None  # an unrewarded step's update is dropped
+        if ystar is None and learn and self.hyper.readout != READOUT_ANP:
+            raise ConfigError(
+                "the reward variant (no target) needs the readout learned by the rule's own "
+                f"estimate (readout anp), not {self.hyper.readout_name}: send the target"
+            )
         u = sat(np.asarray(u, np.int64).reshape(self.batch, self.n_in), IO_LIMIT)
+        if learn:
+            self._guard()
         xh_prev = self.xh1
         xp1, xp2, xh1n, xh2n, b1, b2 = self.forward_pair(u)
         da = sat(xp2 - xp1, DIFF_LIMIT)
@@ -381,14 +412,13 @@ class FixedNet:
             ls1, ls2 = self._losses(b1, ys), self._losses(b2, ys)
             l1, l2 = int(ls1.sum() // self.batch), int(ls2.sum() // self.batch)
             if learn:
-                self._update(ls2 - ls1, da, db, u, xh_prev, xh1n)
+                self._update(ls2 - ls1, da, db, u, xh_prev, xh1n, b1, ys)
                 applied = True
         elif learn:
-            self.pending = Pending(
-                t, da, db, (da * da).sum(axis=1), (db * db).sum(axis=1), u, xh_prev, xh1n
-            )
+            self.pending = Pending(t, da, db, u, xh_prev, xh1n)
         self.xh1, self.xh2 = xh1n, xh2n
         self.counter = (self.counter + 1) & U64_MAX  # u64, wrapping as in C
+        self.total = (self.total + 1) & U64_MAX
         if applied and self.hyper.decorrelation:
             self._decorrelate(self.xh1)
         return StepOut(b1, b2, l1, l2, applied)
@@ -400,7 +430,7 @@ class FixedNet:
             return False
         self.pending = None
         dl = np.asarray(dl, np.int64).reshape(self.batch)
-        self._update(dl, p.da, p.db, p.u, p.xh_prev, p.xh)
+        self._update(dl, p.da, p.db, p.u, p.xh_prev, p.xh, None, None)
         if self.hyper.decorrelation:
             self._decorrelate(p.xh)
         return True
@@ -413,37 +443,59 @@ class FixedNet:
         u: np.ndarray,
         xh_prev: np.ndarray,
         xh: np.ndarray,
+        b1: np.ndarray | None,
+        ystar: np.ndarray | None,
     ) -> None:
-        """The ANP update of A, R, B from per-stream dl (docs/protocol.md §6.5)."""
+        """The update of A, R, B from per-stream dl (docs/protocol.md §6.5): ANP for the
+        hidden layer, the readout by ANP's own estimate or NLMS (b1, ystar: replica 1's
+        outputs and the targets, NLMS only)."""
         h = self.hyper
         nb = self.batch
+        f = self._features(xh, u)
         if self.compiled:
             kh = np.empty((nb, self.n), np.int64)
             ko = np.empty((nb, self.n_out), np.int64)
-            fast.anp_update(
+            zero = np.zeros((nb, self.n_out), np.int64)
+            fast.update(
                 self.A, self.R, self.B, np.ascontiguousarray(dl, np.int64), da, db, u,
-                xh_prev, xh, lr_gain_q(h), h.output_cap, kh, ko,
+                xh_prev, np.ascontiguousarray(f), lr_gain_q(h), hidden_gain_q(h), h.output_cap,
+                h.readout, h.mu_q, zero if b1 is None else b1, zero if ystar is None else ystar,
+                kh, ko,
             )  # fmt: skip
             return
         dl = sat(np.asarray(dl, np.int64), DL_LIMIT)
-        lg = lr_gain_q(h)
         nda = np.minimum((da * da).sum(axis=1), NORM_LIMIT)
-        ndb = np.minimum((db * db).sum(axis=1), NORM_LIMIT)
-        # Hidden layer: g = lr·gain·dl / (‖da‖² · nb), Q24; 0 when ‖da‖² = 0.
-        g_h = sat(div_trunc(dl * lg, nda * nb), G_LIMIT)
+        # Hidden layer: g = lr_h·gain·dl / (‖da‖² · nb), Q24; 0 when ‖da‖² = 0. With an
+        # exact readout lr_h·gain is divided by 1 + ‖B_h‖² first (docs/design.md §5).
+        lgh = hidden_gain_q(h)
+        if h.readout != READOUT_ANP:
+            lgh = int(div_trunc(lgh << 32, readout_norm_q32(self.B, self.n)))
+        g_h = sat(div_trunc(dl * lgh, nda * nb), G_LIMIT)
         k_h = sat(rshift_round(g_h[:, None] * da, 8), K_LIMIT)  # Q32
-        # Output layer, with the normalised-LMS cap lr·gain <= 0.5 / ‖xh1‖² per stream.
-        lg_o = np.full(nb, lg, np.int64)
-        if h.output_cap:
-            nx = (xh * xh).sum(axis=1)
-            cap = div_trunc(np.full(nb, CAP_NUM, np.int64), nx)
-            lg_o = np.where((nx > 0) & (cap < lg), cap, lg_o)
-        g_o = sat(div_trunc(dl * lg_o, ndb * nb), G_LIMIT)
-        k_o = sat(rshift_round(g_o[:, None] * db, 8), K_LIMIT)
-        # Batch sums are exact in int64 (|k| <= 2**33, |u| <= 2**23, nb <= 64), one rounding.
+        if h.readout == READOUT_ANP:
+            # The readout by ANP's estimate, with the normalised-LMS cap
+            # lr·gain <= 0.5 / ‖f1‖² per stream.
+            lg = lr_gain_q(h)
+            ndb = np.minimum((db * db).sum(axis=1), NORM_LIMIT)
+            lg_o = np.full(nb, lg, np.int64)
+            if h.output_cap:
+                nx = (f * f).sum(axis=1)
+                cap = div_trunc(np.full(nb, CAP_NUM, np.int64), nx)
+                lg_o = np.where((nx > 0) & (cap < lg), cap, lg_o)
+            g_o = sat(div_trunc(dl * lg_o, ndb * nb), G_LIMIT)
+            k_o = sat(rshift_round(g_o[:, None] * db, 8), K_LIMIT)
+            dB = rshift_round(k_o.T @ f, 24)
+        else:
+            # NLMS: c = μ e / (δ + ‖f1‖²) per stream, Q22, its batch mean (§6.5).
+            assert b1 is not None and ystar is not None
+            e = sat(b1 - ystar, DIFF_LIMIT)
+            nf = np.minimum((f * f).sum(axis=1), NORM_LIMIT)
+            c = sat(div_trunc(h.mu_q * e * (1 << 22), ((nf + NLMS_DELTA_Q) * nb)[:, None]), K_LIMIT)
+            dB = rshift_round(c.T @ f, 14)
+        # Batch sums are exact in int64 (|k| <= 2**33, |pre| <= 2**23, nb <= 64), one rounding.
         self.A = sat32(self.A - rshift_round(k_h.T @ u, 24))
         self.R = sat32(self.R - rshift_round(k_h.T @ xh_prev, 24))
-        self.B = sat32(self.B - rshift_round(k_o.T @ xh, 24))
+        self.B = sat32(self.B - dB)
 
     def _decorrelate(self, xh: np.ndarray) -> None:
         """D <- D - eps/nb · sum_b (xh_b (xh_bᵀ D) - diag(xh_b²) D) (§6.5)."""
@@ -467,8 +519,8 @@ class FixedNet:
         xh = self.xh_eval
         for s in range(u.shape[0]):
             a = sat32(rshift_round(u[s] @ self.A.T + xh @ self.R.T, W_FRAC))
-            xh = self._hidden_state(tanh_q16(a))
-            out[s] = sat32(rshift_round(xh @ self.B.T, W_FRAC))
+            xh = self._leak(self._decorrelated(tanh_q16(a)), xh)
+            out[s] = sat32(rshift_round(self._features(xh, u[s]) @ self.B.T, W_FRAC))
         self.xh_eval = xh
         return out
 
@@ -485,6 +537,8 @@ class FixedNet:
             "eval_batch": int(self.xh_eval.shape[0]),
             "xh_eval": self.xh_eval.copy(),
             "pending_t": None if self.pending is None else self.pending.t,
+            "total": int(self.total),
+            "gv": self.gv.copy(),
         }
 
     @property
@@ -496,29 +550,39 @@ class FixedNet:
     def import_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`export_state` returned; checks everything before changing
         anything. Refuses (ConfigError) hidden states beyond :attr:`xh_bound` — a state the
-        step cannot produce, which would break the int64 bounds of §6.1 — and counters
-        outside u64."""
+        step cannot produce, which would break the int64 bounds of §6.1 —, a guard vector
+        beyond ±2**20 and counters outside u64."""
         batch = int(state["batch"])
         if not 1 <= batch <= MAX_BATCH:
             raise ConfigError(f"batch must be in [1, {MAX_BATCH}], got {batch}")
         eb = int(state["eval_batch"])
-        shapes = {"xh1": (batch, self.n), "xh2": (batch, self.n), "xh_eval": (eb, self.n)}
-        bound = self.xh_bound
+        shapes = {
+            "xh1": (batch, self.n),
+            "xh2": (batch, self.n),
+            "xh_eval": (eb, self.n),
+            "gv": (1, self.n),
+        }
         what = "the ±16 clamp, D stored" if self.D is not None else "tanh's range, D absent"
         arrays = {}
         for key, shape in shapes.items():
             arr = np.asarray(state[key], np.int64)
             if arr.size != shape[0] * shape[1]:
                 raise ShapeError(f"state {key} has {arr.size} values, expected {shape}")
+            bound = GV_LIMIT if key == "gv" else self.xh_bound
             if arr.size and int(np.abs(arr).max()) > bound:
+                why = (
+                    "), the bound the guard keeps its vector within"
+                    if key == "gv"
+                    else f": {what}), the bound the step keeps hidden states within"
+                )
                 raise ConfigError(
                     f"state {key} holds {int(arr.reshape(-1)[np.abs(arr).argmax()])}, outside "
-                    f"±{bound} (±{bound >> A_FRAC} in Q16.16: {what}), the bound the step keeps "
-                    "hidden states within; the device cannot have produced it"
+                    f"±{bound} (±{bound >> A_FRAC} in Q16.16{why}; the device cannot have "
+                    "produced it"
                 )
             arrays[key] = arr.reshape(shape).copy()
         counters = {}
-        for key in ("counter", "rng_counter"):
+        for key in ("counter", "rng_counter", "total"):
             v = int(state[key])
             if not 0 <= v <= U64_MAX:
                 raise ConfigError(f"state {key} must be a u64 in [0, 2**64 - 1], got {v}")
@@ -526,7 +590,9 @@ class FixedNet:
         if batch != self.batch:
             self.set_batch(batch)
         self.xh1, self.xh2, self.xh_eval = arrays["xh1"], arrays["xh2"], arrays["xh_eval"]
+        self.gv = arrays["gv"].reshape(self.n)
         self.counter = counters["counter"]
+        self.total = counters["total"]
         self.seed = int(state["rng_seed"]) & _M32
         self.rng_counter = counters["rng_counter"]
         self.pending = None

@@ -24,32 +24,45 @@ def ram_footprint(
     eval_batch: int = 1,
     d_present: bool = False,
     decorrelation: bool = False,
+    readout_inputs: bool = False,
 ) -> int:
     """Bytes of RAM a model needs on the device (weights, both replicas, scratch).
 
-    Weights: int32 A, R, B, and D when stored or learned. State: xh1, xh2 (batch × N),
-    the evaluation state (eval_batch × N). Scratch per step: pre-activations, new states and
-    coefficients of both replicas (5 × batch × N), the reward variant's pending record
-    (3 × batch × N + batch × n_in), outputs (4 × batch × n_out), decorrelation scratch
-    (batch × N + N). Everything int32. Excludes :data:`FIRMWARE_RESERVED`.
+    Weights: int32 A, R, B (n_out × F, F = N + n_in + 1 when the readout sees [xh, u, 1],
+    else N), and D when stored or learned; the guard's vector (N). State: xh1, xh2
+    (batch × N), the evaluation state (eval_batch × N). Scratch per step: pre-activations,
+    new states and coefficients of both replicas (5 × batch × N), the reward variant's
+    pending record (3 × batch × N + batch × n_in), outputs (4 × batch × n_out), replica
+    1's features (batch × F), decorrelation scratch (batch × N + N). Everything int32.
+    Excludes :data:`FIRMWARE_RESERVED`.
     """
     n = n_hidden
-    words = n * n_in + n * n + n_out * n + (n * n if d_present or decorrelation else 0)
+    f = n + (n_in + 1 if readout_inputs else 0)
+    words = n * n_in + n * n + n_out * f + (n * n if d_present or decorrelation else 0) + n
     words += (2 * batch + eval_batch) * n
-    words += 5 * batch * n + 3 * batch * n + batch * n_in + 4 * batch * n_out
+    words += 5 * batch * n + 3 * batch * n + batch * n_in + 4 * batch * n_out + batch * f
     if decorrelation:
         words += batch * n + n
     return 4 * words
 
 
 def largest_hidden(
-    budget: int, n_in: int, n_out: int, *, batch: int = 1, d_present: bool = False
+    budget: int,
+    n_in: int,
+    n_out: int,
+    *,
+    batch: int = 1,
+    d_present: bool = False,
+    readout_inputs: bool = False,
 ) -> int:
     """The largest N whose :func:`ram_footprint` fits ``budget`` bytes (0 if none)."""
     lo, hi = 0, MAX_HIDDEN
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if ram_footprint(n_in, mid, n_out, batch=batch, d_present=d_present) <= budget:
+        need = ram_footprint(
+            n_in, mid, n_out, batch=batch, d_present=d_present, readout_inputs=readout_inputs
+        )
+        if need <= budget:
             lo = mid
         else:
             hi = mid - 1

@@ -33,7 +33,10 @@ from .messages import MsgType, decode_payload, encode_payload
 PROTO_MAJOR = 1
 # 1.1: STEP order is checked (STEP's t against the device's t_next) in a session whose
 # HELLO announced 1.1 or later; STATE_GET/STATE_SET carry t_next (docs/protocol.md §2).
-PROTO_MINOR = 1
+# 1.2 refuses states no device produces (no new keys). 1.3: the improved rules (model
+# image format 2: NLMS readout over [xh, u, 1], leaky units, the hidden step, the
+# stability guard); HELLO caps list the readouts, STATE_GET/SET carry the guard's state.
+PROTO_MINOR = 3
 
 HEADER = struct.Struct("<BBBBH")
 CRC = struct.Struct("<I")

@@ -20,15 +20,27 @@ from .qformat import ONE_A, to_q
 _M32 = 0xFFFFFFFF
 
 
+#: The readouts a fixed-point device runs, by their code on the wire (``readout``): the
+#: rule's own estimate and normalised LMS (docs/design.md §4; RLS stays on the host).
+READOUTS = ("anp", "nlms")
+READOUT_ANP = 0
+READOUT_NLMS = 1
+
+
 @dataclass
 class Hyper:
     """The learning rule's fixed-point hyperparameters (what the image and SET_MODE carry).
 
-    lr_q: lr in Q32 (lr < 1). sigma_q: perturbation sd in Q16 (<= 1). eps_q: decorrelation
+    lr_q: the readout's own step η in Q32 (readout ``anp``; lr < 1). lrh_q: the hidden
+    layer's step η_h in Q32. sigma_q: perturbation sd in Q16 (<= 1). eps_q: decorrelation
     rate in Q32. gain_q: the ANP step factor in Q16 (sqrt(n_in + N + n_out) by default).
     resync_every: copy replica 1's state into replica 2 every k steps (0: never).
     output_cap: cap the output step at the normalised-LMS bound. two_noisy: perturb both
-    replicas. decorrelation: learn D.
+    replicas. decorrelation: learn D. readout: 0 the rule's own estimate (``anp``), 1 NLMS.
+    readout_inputs: the readout sees [xh, u, 1] (B is n_out x (N + n_in + 1)), else xh.
+    mu_q: NLMS's step μ in Q16 (< 2). leak_q: the units' leak α in Q16 (1..2**16; 2**16:
+    no leak). bound_q: the stability guard's bound on R's spectral radius in Q16 (0: no
+    guard); guard_every: steps between its checks.
     """
 
     lr_q: int = 4294967  # 1e-3
@@ -39,6 +51,13 @@ class Hyper:
     output_cap: bool = True
     two_noisy: bool = False
     decorrelation: bool = False
+    lrh_q: int = 4294967  # 1e-3
+    readout: int = READOUT_ANP
+    readout_inputs: bool = False
+    mu_q: int = 1 << 15  # 0.5
+    leak_q: int = ONE_A  # 1: the paper's units
+    bound_q: int = 0  # no guard
+    guard_every: int = 1000
 
     def __post_init__(self) -> None:
         self.validate()
@@ -50,14 +69,24 @@ class Hyper:
             "eps_q": (0, _M32),
             "gain_q": (0, _M32),
             "resync_every": (0, 0xFFFF),
+            "lrh_q": (1, _M32),
+            "readout": (0, len(READOUTS) - 1),
+            "mu_q": (1, 2 * ONE_A - 1),
+            "leak_q": (1, ONE_A),
+            "bound_q": (0, _M32),
+            "guard_every": (1, _M32),
         }
         for name, (lo, hi) in limits.items():
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | np.integer) or not lo <= v <= hi:
                 raise ConfigError(f"{name} must be an integer in [{lo}, {hi}], got {v!r}")
-        for name in ("output_cap", "two_noisy", "decorrelation"):
+        for name in ("output_cap", "two_noisy", "decorrelation", "readout_inputs"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def readout_name(self) -> str:
+        return READOUTS[self.readout]
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -71,11 +100,17 @@ class Hyper:
 def hyper_from_rule(rule: RuleSpec) -> Hyper:
     """The fixed-point hyperparameters of a resolved rule (host side: floats here).
 
-    Refuses what the device cannot run: rules other than ANP.
+    Refuses (ConfigError, naming what the device runs) a rule other than ANP and a readout
+    other than the device's :data:`READOUTS`.
     """
     rule = check_rule_spec(rule)
     if rule.rule != "anp":
         raise ConfigError(f"the device learns with ANP only, not {rule.rule!r}")
+    if rule.readout not in READOUTS:
+        raise ConfigError(
+            f"readout {rule.readout!r} is not one a fixed-point device runs: it offers "
+            f"{', '.join(READOUTS)}"
+        )
     return Hyper(
         lr_q=max(1, to_q(rule.lr, 32)),
         sigma_q=to_q(rule.sigma, 16),
@@ -85,4 +120,11 @@ def hyper_from_rule(rule: RuleSpec) -> Hyper:
         output_cap=rule.output_cap,
         two_noisy=rule.two_noisy_passes,
         decorrelation=rule.decorrelation,
+        lrh_q=max(1, to_q(rule.lr_hidden, 32)),
+        readout=READOUTS.index(rule.readout),
+        readout_inputs=rule.readout_inputs,
+        mu_q=max(1, to_q(rule.readout_step, 16)),
+        leak_q=max(1, to_q(rule.leak, 16)),
+        bound_q=0 if rule.radius_bound is None else max(1, to_q(rule.radius_bound, 16)),
+        guard_every=rule.guard_every,
     )

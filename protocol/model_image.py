@@ -2,11 +2,12 @@
 
 Layout (docs/protocol.md §7), all little-endian:
 
-- a 64-byte header: magic ``TPMI``, format version, header size, n_in, N, n_out, flags,
-  the Q formats, the fixed-point hyperparameters, the payload length, and a CRC32 of the
-  header's first 60 bytes;
-- the payload: int32 arrays A (N×n_in), R (N×N), B (n_out×N), then D (N×N) only when the
-  D_PRESENT flag is set (D = identity otherwise), row-major;
+- a 96-byte header: magic ``TPMI``, format version, header size, n_in, N, n_out, flags,
+  the Q formats, the readout, the fixed-point hyperparameters, the payload length, and a
+  CRC32 of the header's first 92 bytes;
+- the payload: int32 arrays A (N×n_in), R (N×N), B (n_out×F, F = N + n_in + 1 with the
+  READOUT_INPUTS flag, else N), then D (N×N) only when the D_PRESENT flag is set (D =
+  identity otherwise), row-major;
 - a CRC32 of the payload.
 
 The image identifies a model by its sha256 (:func:`sha256`). :func:`quantise` (host side:
@@ -33,9 +34,14 @@ from .hyper import Hyper, hyper_from_rule
 from .qformat import A_FRAC, I32_MAX, MAX_HIDDEN, MAX_IO, ONE_W, W_FRAC, quantise_array
 
 MAGIC = b"TPMI"
-FORMAT_VERSION = 1
-HEADER = struct.Struct("<4sHHHHHHBBBBIIIIII16xI")
-assert HEADER.size == 64
+#: 2: the readout (NLMS over [xh, u, 1]), leaky units, the hidden step and the stability
+#: guard (docs/protocol.md §7). A device reads one format and refuses the others by name.
+FORMAT_VERSION = 2
+#: What every format has at its start: magic, version (read before anything else, so that
+#: an image of another format is refused as such, not as a corrupted one).
+PREFIX = struct.Struct("<4sH")
+HEADER = struct.Struct("<4sHHHHHHBBBBIIIIIIIIIII28xI")
+assert HEADER.size == 96
 TRAILER = struct.Struct("<I")
 WEIGHT_BYTES = 4
 
@@ -43,7 +49,10 @@ FLAG_D_PRESENT = 0x01
 FLAG_OUTPUT_CAP = 0x02
 FLAG_TWO_NOISY = 0x04
 FLAG_DECORRELATION = 0x08
-KNOWN_FLAGS = FLAG_D_PRESENT | FLAG_OUTPUT_CAP | FLAG_TWO_NOISY | FLAG_DECORRELATION
+FLAG_READOUT_INPUTS = 0x10
+KNOWN_FLAGS = (
+    FLAG_D_PRESENT | FLAG_OUTPUT_CAP | FLAG_TWO_NOISY | FLAG_DECORRELATION | FLAG_READOUT_INPUTS
+)
 
 
 class ModelImageError(CheckpointError):
@@ -68,10 +77,18 @@ class ModelImage:
         return (self.n_in, self.n_hidden, self.n_out)
 
 
-def image_size(n_in: int, n_hidden: int, n_out: int, d_present: bool) -> int:
+def n_features(n_in: int, n_hidden: int, readout_inputs: bool) -> int:
+    """F, the width of B: the readout's features [xh, u, 1] or xh alone."""
+    return n_hidden + (n_in + 1 if readout_inputs else 0)
+
+
+def image_size(
+    n_in: int, n_hidden: int, n_out: int, d_present: bool, readout_inputs: bool = False
+) -> int:
     """Bytes of an image of this shape."""
     n = n_hidden
-    values = n * n_in + n * n + n_out * n + (n * n if d_present else 0)
+    f = n_features(n_in, n, readout_inputs)
+    values = n * n_in + n * n + n_out * f + (n * n if d_present else 0)
     return HEADER.size + WEIGHT_BYTES * values + TRAILER.size
 
 
@@ -94,10 +111,13 @@ def build(A: np.ndarray, R: np.ndarray, B: np.ndarray, D: np.ndarray | None, hyp
     n, n_in = A.shape
     n_out = B.shape[0]
     _check_dims(n_in, n, n_out)
-    if R.shape != (n, n) or B.shape != (n_out, n) or (D is not None and D.shape != (n, n)):
+    f = n_features(n_in, n, hyper.readout_inputs)
+    if R.shape != (n, n) or B.shape != (n_out, f) or (D is not None and D.shape != (n, n)):
         raise ModelImageError(
             f"inconsistent shapes A {A.shape}, R {R.shape}, B {B.shape}"
             + ("" if D is None else f", D {np.shape(D)}")
+            + f": B must be {n_out} x {f} (readout over "
+            + ("[xh, u, 1])" if hyper.readout_inputs else "xh)")
         )
     arrays = [A, R, B] + ([] if D is None else [np.asarray(D, np.int64)])
     for name, m in zip("ARBD", arrays, strict=False):
@@ -109,11 +129,13 @@ def build(A: np.ndarray, R: np.ndarray, B: np.ndarray, D: np.ndarray | None, hyp
         | (FLAG_OUTPUT_CAP if hyper.output_cap else 0)
         | (FLAG_TWO_NOISY if hyper.two_noisy else 0)
         | (FLAG_DECORRELATION if hyper.decorrelation else 0)
+        | (FLAG_READOUT_INPUTS if hyper.readout_inputs else 0)
     )
     head = HEADER.pack(
         MAGIC, FORMAT_VERSION, HEADER.size, n_in, n, n_out, flags,
-        A_FRAC, W_FRAC, WEIGHT_BYTES, 0,
+        A_FRAC, W_FRAC, WEIGHT_BYTES, hyper.readout,
         hyper.lr_q, hyper.sigma_q, hyper.eps_q, hyper.gain_q, hyper.resync_every,
+        hyper.lrh_q, hyper.mu_q, hyper.leak_q, hyper.bound_q, hyper.guard_every,
         len(payload), 0,
     )  # fmt: skip
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
@@ -148,19 +170,24 @@ def quantise(params: Mapping[str, Any], hyper: Hyper | RuleSpec) -> bytes:
 
 
 def parse(image: bytes) -> ModelImage:
-    """Check and decode an image; :class:`ModelImageError` names what is wrong."""
+    """Check and decode an image; :class:`ModelImageError` names what is wrong (an image of
+    another format by both format versions)."""
     data = bytes(image)
-    if len(data) < HEADER.size + TRAILER.size:
+    if len(data) < PREFIX.size:
         raise ModelImageError(f"model image of {len(data)} bytes is shorter than its header")
-    fields = HEADER.unpack_from(data)
-    (magic, version, hsize, n_in, n, n_out, flags, a_frac, w_frac, wbytes, _r,
-     lr_q, sigma_q, eps_q, gain_q, resync, plen, hcrc) = fields  # fmt: skip
+    magic, version = PREFIX.unpack_from(data)
     if magic != MAGIC:
         raise ModelImageError(f"not a twinpass model image (magic {magic!r}, expected {MAGIC!r})")
     if version != FORMAT_VERSION:
         raise ModelImageError(
-            f"model image format {version} is not supported (this firmware reads {FORMAT_VERSION})"
+            f"model image format {version} is not supported (this firmware reads format "
+            f"{FORMAT_VERSION}): quantise the model again with this version of twinpass"
         )
+    if len(data) < HEADER.size + TRAILER.size:
+        raise ModelImageError(f"model image of {len(data)} bytes is shorter than its header")
+    (magic, version, hsize, n_in, n, n_out, flags, a_frac, w_frac, wbytes, readout,
+     lr_q, sigma_q, eps_q, gain_q, resync, lrh_q, mu_q, leak_q, bound_q, guard_every,
+     plen, hcrc) = HEADER.unpack_from(data)  # fmt: skip
     if zlib.crc32(data[: HEADER.size - 4]) != hcrc:
         raise ModelImageError("model image header CRC mismatch: the header is corrupted")
     if hsize != HEADER.size or (a_frac, w_frac, wbytes) != (A_FRAC, W_FRAC, WEIGHT_BYTES):
@@ -172,7 +199,8 @@ def parse(image: bytes) -> ModelImage:
         raise ModelImageError(f"model image has unknown flags 0x{flags:04x}")
     _check_dims(n_in, n, n_out)
     d_present = bool(flags & FLAG_D_PRESENT)
-    expected = image_size(n_in, n, n_out, d_present)
+    inputs = bool(flags & FLAG_READOUT_INPUTS)
+    expected = image_size(n_in, n, n_out, d_present, inputs)
     if len(data) != expected or plen != expected - HEADER.size - TRAILER.size:
         raise ModelImageError(
             f"model image of {len(data)} bytes does not match its header "
@@ -191,14 +219,22 @@ def parse(image: bytes) -> ModelImage:
             output_cap=bool(flags & FLAG_OUTPUT_CAP),
             two_noisy=bool(flags & FLAG_TWO_NOISY),
             decorrelation=bool(flags & FLAG_DECORRELATION),
+            lrh_q=lrh_q,
+            readout=readout,
+            readout_inputs=inputs,
+            mu_q=mu_q,
+            leak_q=leak_q,
+            bound_q=bound_q,
+            guard_every=guard_every,
         )
     except Exception as exc:
         raise ModelImageError(f"model image hyperparameters are invalid: {exc}") from None
     vals = np.frombuffer(payload, "<i4").astype(np.int64)
-    sizes = [n * n_in, n * n, n_out * n]
+    f = n_features(n_in, n, inputs)
+    sizes = [n * n_in, n * n, n_out * f]
     A = vals[: sizes[0]].reshape(n, n_in)
     R = vals[sizes[0] : sizes[0] + sizes[1]].reshape(n, n)
-    B = vals[sizes[0] + sizes[1] : sum(sizes)].reshape(n_out, n)
+    B = vals[sizes[0] + sizes[1] : sum(sizes)].reshape(n_out, f)
     D = vals[sum(sizes) :].reshape(n, n) if d_present else None
     return ModelImage(n_in, n, n_out, hyper, A.copy(), R.copy(), B.copy(), D)
 

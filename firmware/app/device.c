@@ -14,6 +14,7 @@
 #include "cobs.h"
 #include "crc32.h"
 #include "frame.h"
+#include "guard.h"
 #include "image.h"
 #include "msgpack.h"
 #include "sha256.h"
@@ -21,7 +22,7 @@
 #include "twinpass_core.h"
 
 #define PROTO_MAJOR 1u
-#define PROTO_MINOR 1u
+#define PROTO_MINOR 3u
 #define REPLY 0x80u
 #define ENCODED_MAX (TP_COBS_MAX_ENCODED(TP_MAX_FRAME) + 1u)
 /* int32 values of one step's inputs, targets and both outputs (or a state's three
@@ -328,21 +329,33 @@ static int need_model(void)
 /* -- RAM budget (docs/protocol.md 7.3; model_image.ram_footprint) ------------------------- */
 
 static uint64_t footprint(uint64_t n_in, uint64_t n, uint64_t n_out, uint64_t batch,
-                          uint64_t eval_batch, int d_present, int decorrelation)
+                          uint64_t eval_batch, int d_present, int decorrelation,
+                          int readout_inputs)
 {
-    uint64_t w = n * n_in + n * n + n_out * n + (d_present || decorrelation ? n * n : 0);
+    uint64_t f = n + (readout_inputs ? n_in + 1 : 0);
+    uint64_t w = n * n_in + n * n + n_out * f + (d_present || decorrelation ? n * n : 0) + n;
     w += (2 * batch + eval_batch) * n;
-    w += 8 * batch * n + batch * n_in + 4 * batch * n_out;
+    w += 8 * batch * n + batch * n_in + 4 * batch * n_out + batch * f;
     if (decorrelation) {
         w += batch * n + n;
     }
     return 4 * w;
 }
 
-static uint64_t image_bytes(uint64_t n_in, uint64_t n, uint64_t n_out, int d_present)
+/* The loaded model's footprint with another batch / evaluation batch / D. */
+static uint64_t model_footprint(uint64_t batch, uint64_t eval_batch, int d_present,
+                                int decorrelation)
 {
+    return footprint(model.n_in, model.n, model.n_out, batch, eval_batch, d_present,
+                     decorrelation, model.hyper.readout_inputs);
+}
+
+static uint64_t image_bytes(uint64_t n_in, uint64_t n, uint64_t n_out, int d_present,
+                           int readout_inputs)
+{
+    uint64_t f = n + (readout_inputs ? n_in + 1 : 0);
     return TP_IMAGE_HEADER_SIZE + TP_IMAGE_TRAILER_SIZE +
-           4 * (n * n_in + n * n + n_out * n + (d_present ? n * n : 0));
+           4 * (n * n_in + n * n + n_out * f + (d_present ? n * n : 0));
 }
 
 /* The largest N whose model fits the RAM budget and a flash slot (0 if none). */
@@ -351,8 +364,8 @@ static uint32_t largest_hidden(uint32_t n_in, uint32_t n_out, uint32_t batch, in
     uint32_t lo = 0, hi = TP_MAX_HIDDEN;
     while (lo < hi) {
         uint32_t mid = (lo + hi + 1u) / 2u;
-        if (footprint(n_in, mid, n_out, batch, 1, d_present, 0) <= TP_ARENA_BYTES &&
-            image_bytes(n_in, mid, n_out, d_present) <= tp_storage_slot_size()) {
+        if (footprint(n_in, mid, n_out, batch, 1, d_present, 0, 0) <= TP_ARENA_BYTES &&
+            image_bytes(n_in, mid, n_out, d_present, 0) <= tp_storage_slot_size()) {
             lo = mid;
         } else {
             hi = mid - 1u;
@@ -366,17 +379,17 @@ static uint64_t ram_free(void)
     if (!have_model) {
         return TP_ARENA_BYTES;
     }
-    return TP_ARENA_BYTES - footprint(model.n_in, model.n, model.n_out, model.batch,
-                                      model.eval_batch, model.D != NULL,
-                                      model.hyper.decorrelation);
+    return TP_ARENA_BYTES - model_footprint(model.batch, model.eval_batch, model.D != NULL,
+                                            model.hyper.decorrelation);
 }
 
 /* The largest evaluation batch the arena holds beside a model of this layout. */
 static uint32_t eval_cap_for(uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
-                             int d_stored)
+                             int d_stored, int readout_inputs)
 {
     uint32_t e = TP_MAX_BATCH;
-    while (e > 1 && tp_model_words(n_in, n, n_out, batch, e, d_stored) > ARENA_WORDS) {
+    while (e > 1 &&
+           tp_model_words(n_in, n, n_out, batch, e, d_stored, readout_inputs) > ARENA_WORDS) {
         e--;
     }
     return e;
@@ -408,7 +421,7 @@ static int load_image(const uint8_t *data, size_t len)
         return -1;
     }
     d = (img.flags & TP_IMAGE_FLAG_D_PRESENT) != 0 || img.hyper.decorrelation;
-    cap = eval_cap_for(img.n_in, img.n, img.n_out, batch_mode, d);
+    cap = eval_cap_for(img.n_in, img.n, img.n_out, batch_mode, d, img.hyper.readout_inputs);
     if (tp_model_load_image(&model, &img, batch_mode, cap, seed_mode, arena, ARENA_WORDS) !=
         TP_OK) {
         return -1;
@@ -517,7 +530,7 @@ static void hello_payload(tp_mp_writer *w)
     kv_str(w, "board", board_name());
     kv_uint(w, "boot_id", meta.boot_count);
     tp_mp_str(w, "caps");
-    tp_mp_map(w, 10);
+    tp_mp_map(w, 11);
     kv_uint(w, "max_frame", TP_MAX_FRAME);
     kv_uint(w, "rx_window", TP_RX_WINDOW);
     kv_uint(w, "max_hidden", largest_hidden(1, 1, 1, 0));
@@ -528,6 +541,10 @@ static void hello_payload(tp_mp_writer *w)
     tp_mp_str(w, "dtypes");
     tp_mp_array(w, 1);
     tp_mp_str(w, "q16.16/q7.24");
+    tp_mp_str(w, "readouts");
+    tp_mp_array(w, 2);
+    tp_mp_str(w, "anp");
+    tp_mp_str(w, "nlms");
     kv_uint(w, "slots", 2);
     kv_uint(w, "step_us", step_us);
     kv_slot(w, "active_slot", meta.active);
@@ -583,9 +600,9 @@ static int on_hello(const payload_t *pl, tp_mp_writer *w)
 
 static int on_deploy_begin(const payload_t *pl, tp_mp_writer *w)
 {
-    uint64_t length, n_in, n, n_out, need, sizes[2];
+    uint64_t length, n_in, n, n_out, need, sizes[4];
     uint32_t k, slot;
-    int d_present;
+    int d_present, fitting;
     tp_mp_obj o;
     size_t pos = 0;
     const uint8_t *digest;
@@ -620,9 +637,24 @@ static int on_deploy_begin(const payload_t *pl, tp_mp_writer *w)
         return refuse(E_BAD_STATE, "the active model is pending: confirm it (DEPLOY_CONFIRM) "
                                    "or revert it (DEPLOY_ABORT) before deploying another");
     }
-    sizes[0] = image_bytes(n_in, n, n_out, 0);
-    sizes[1] = image_bytes(n_in, n, n_out, 1);
-    if (length != sizes[0] && length != sizes[1]) {
+    /* BEGIN does not know the image's flags (D stored, the readout over [xh, u, 1]): any
+     * layout of this length is possible, and the largest footprint among them decides. */
+    fitting = 0;
+    d_present = 0;
+    need = 0;
+    for (k = 0; k < 4; k++) {
+        int d = (int)(k & 1u), ri = (int)(k >> 1);
+        sizes[k] = image_bytes(n_in, n, n_out, d, ri);
+        if (length == sizes[k]) {
+            uint64_t f = footprint(n_in, n, n_out, batch_mode, have_model ? model.eval_batch : 1,
+                                   d, have_model && model.hyper.decorrelation, ri);
+            fitting = 1;
+            d_present |= d;
+            need = f > need ? f : need;
+        }
+    }
+    if (!fitting) {
+        uint64_t shown = 0;
         refuse(E_BAD_ARGS, "len ");
         msg_u(length);
         msg_s(" does not match a ");
@@ -632,15 +664,27 @@ static int on_deploy_begin(const payload_t *pl, tp_mp_writer *w)
         msg_s("-");
         msg_u(n_out);
         msg_s(" image (");
-        msg_u(sizes[0]);
-        msg_s(" or ");
-        msg_u(sizes[1]);
+        /* The distinct sizes in increasing order, as the simulator lists them. */
+        for (k = 0; k < 4; k++) {
+            uint64_t next = 0;
+            uint32_t j;
+            for (j = 0; j < 4; j++) {
+                if (sizes[j] > shown && (next == 0 || sizes[j] < next)) {
+                    next = sizes[j];
+                }
+            }
+            if (next == 0) {
+                break;
+            }
+            if (shown != 0) {
+                msg_s(" or ");
+            }
+            msg_u(next);
+            shown = next;
+        }
         msg_s(" bytes)");
         return -1;
     }
-    d_present = length == sizes[1];
-    need = footprint(n_in, n, n_out, batch_mode, have_model ? model.eval_batch : 1, d_present,
-                     have_model && model.hyper.decorrelation);
     if (need > TP_ARENA_BYTES || length > tp_storage_slot_size()) {
         uint32_t fits = largest_hidden((uint32_t)n_in, (uint32_t)n_out, batch_mode, d_present);
         refuse_extra(E_TOO_LARGE, "model needs ", "max_hidden", fits);
@@ -761,7 +805,8 @@ static int on_deploy_commit(const payload_t *pl, tp_mp_writer *w)
     }
     /* BEGIN could not know the image's flags: a learned D (decorrelation) needs more RAM. */
     need = footprint(img.n_in, img.n, img.n_out, batch_mode, 1,
-                     (img.flags & TP_IMAGE_FLAG_D_PRESENT) != 0, img.hyper.decorrelation);
+                     (img.flags & TP_IMAGE_FLAG_D_PRESENT) != 0, img.hyper.decorrelation,
+                     img.hyper.readout_inputs);
     if (need > TP_ARENA_BYTES) {
         upload.active = 0;
         refuse(E_TOO_LARGE, "model with its flags needs ");
@@ -861,6 +906,11 @@ static int on_step(const payload_t *pl, tp_mp_writer *w)
     if (y == NULL && learn && steps > 1) {
         return refuse(E_BAD_STATE, "the reward variant (y: nil) runs one step at a time");
     }
+    if (y == NULL && learn && model.hyper.readout != TP_READOUT_ANP) {
+        return refuse(E_BAD_STATE, "the reward variant (y: nil) needs readout anp; this "
+                                   "model's readout is nlms, which learns from the targets: "
+                                   "send y");
+    }
     if (nx + 3u * ny > IO_MAX) {
         return refuse(E_TOO_LARGE, "one step's inputs and outputs do not fit the device's "
                                    "buffers: fewer streams or outputs");
@@ -945,9 +995,10 @@ static void on_reward(const payload_t *pl)
 
 static void mode_payload(tp_mp_writer *w)
 {
-    tp_hyper dflt = {4294967u, 66u, 429497u, 65536u, 10u, 1u, 0u, 0u};
+    tp_hyper dflt = {4294967u, 66u, 429497u, 65536u, 10u, 1u, 0u, 0u, 0u, 0u,
+                     4294967u, 32768u, 65536u, 0u, 1000u};
     const tp_hyper *h = have_model ? &model.hyper : &dflt;
-    tp_mp_map(w, 11);
+    tp_mp_map(w, 18);
     kv_bool(w, "learn", learn_mode);
     kv_uint(w, "seed", seed_mode);
     kv_uint(w, "batch", batch_mode);
@@ -959,6 +1010,13 @@ static void mode_payload(tp_mp_writer *w)
     kv_bool(w, "output_cap", h->output_cap);
     kv_bool(w, "two_noisy", h->two_noisy);
     kv_bool(w, "decorrelation", h->decorrelation);
+    kv_uint(w, "lrh_q", h->lrh_q);
+    kv_uint(w, "readout", h->readout);
+    kv_bool(w, "readout_inputs", h->readout_inputs);
+    kv_uint(w, "mu_q", h->mu_q);
+    kv_uint(w, "leak_q", h->leak_q);
+    kv_uint(w, "bound_q", h->bound_q);
+    kv_uint(w, "guard_every", h->guard_every);
 }
 
 static int on_set_mode(const payload_t *pl, tp_mp_writer *w)
@@ -973,14 +1031,29 @@ static int on_set_mode(const payload_t *pl, tp_mp_writer *w)
     }
     if (have_model) {
         uint64_t need;
+        uint32_t readout;
         h = model.hyper;
+        if (get_bool(pl, "readout_inputs", h.readout_inputs, &b) != 0) {
+            return -1;
+        }
+        if (b != h.readout_inputs) {
+            return refuse(E_BAD_ARGS, "readout_inputs is the model image's (it sets B's width): "
+                                      "deploy a model with the readout you want");
+        }
         if (get_u32(pl, "lr_q", 1, U32_MAX, 1, h.lr_q, &h.lr_q) != 0 ||
             get_u32(pl, "sigma_q", 0, 65536u, 1, h.sigma_q, &h.sigma_q) != 0 ||
             get_u32(pl, "eps_q", 0, U32_MAX, 1, h.eps_q, &h.eps_q) != 0 ||
             get_u32(pl, "gain_q", 0, U32_MAX, 1, h.gain_q, &h.gain_q) != 0 ||
-            get_u32(pl, "resync_every", 0, 0xFFFFu, 1, h.resync_every, &h.resync_every) != 0) {
+            get_u32(pl, "resync_every", 0, 0xFFFFu, 1, h.resync_every, &h.resync_every) != 0 ||
+            get_u32(pl, "lrh_q", 1, U32_MAX, 1, h.lrh_q, &h.lrh_q) != 0 ||
+            get_u32(pl, "readout", 0, TP_READOUT_NLMS, 1, h.readout, &readout) != 0 ||
+            get_u32(pl, "mu_q", 1, 131071u, 1, h.mu_q, &h.mu_q) != 0 ||
+            get_u32(pl, "leak_q", 1, 65536u, 1, h.leak_q, &h.leak_q) != 0 ||
+            get_u32(pl, "bound_q", 0, U32_MAX, 1, h.bound_q, &h.bound_q) != 0 ||
+            get_u32(pl, "guard_every", 1, U32_MAX, 1, h.guard_every, &h.guard_every) != 0) {
             return -1;
         }
+        h.readout = (uint8_t)readout;
         if (get_bool(pl, "output_cap", h.output_cap, &b) != 0) {
             return -1;
         }
@@ -993,8 +1066,8 @@ static int on_set_mode(const payload_t *pl, tp_mp_writer *w)
             return -1;
         }
         h.decorrelation = (uint8_t)b;
-        need = footprint(model.n_in, model.n, model.n_out, batch, model.eval_batch,
-                         model.D != NULL || h.decorrelation, h.decorrelation);
+        need = model_footprint(batch, model.eval_batch, model.D != NULL || h.decorrelation,
+                               h.decorrelation);
         if (need > TP_ARENA_BYTES) {
             refuse(E_TOO_LARGE, "batch ");
             msg_u(batch);
@@ -1014,12 +1087,15 @@ static int on_set_mode(const payload_t *pl, tp_mp_writer *w)
             /* The weights stay where they are; the states are laid out anew (zeroed). */
             int d = model.D != NULL || h.decorrelation;
             tp_model_relayout(&model, batch,
-                              eval_cap_for(model.n_in, model.n, model.n_out, batch, d), d,
-                              arena, ARENA_WORDS);
+                              eval_cap_for(model.n_in, model.n, model.n_out, batch, d,
+                                           h.readout_inputs),
+                              d, arena, ARENA_WORDS);
             live.valid = 0;
         } else if (new_d) {
             /* D is stored from now on, the learning state kept (as the simulator does). */
-            tp_model_store_d(&model, eval_cap_for(model.n_in, model.n, model.n_out, batch, 1),
+            tp_model_store_d(&model,
+                             eval_cap_for(model.n_in, model.n, model.n_out, batch, 1,
+                                          h.readout_inputs),
                              arena, ARENA_WORDS);
             live.valid = 0;
         }
@@ -1158,7 +1234,7 @@ static int on_stats(const payload_t *pl, tp_mp_writer *w)
 {
     const tp_frame_stats *r = &reader.stats;
     (void)pl;
-    tp_mp_map(w, 19);
+    tp_mp_map(w, 20);
     kv_uint(w, "steps", counters.steps);
     kv_uint(w, "updates", counters.updates);
     kv_uint(w, "rewards", counters.rewards);
@@ -1171,6 +1247,7 @@ static int on_stats(const payload_t *pl, tp_mp_writer *w)
     kv_uint(w, "payload_errors", r->payload_errors);
     kv_uint(w, "bad_version", counters.bad_version);
     kv_uint(w, "saturations", have_model ? model.saturations : 0);
+    kv_uint(w, "guard_projections", have_model ? model.projections : 0);
     kv_uint(w, "nans", 0);
     kv_uint(w, "step_us", counters.steps ? counters.step_us_total / counters.steps : 0);
     kv_uint(w, "uptime_ms", board_millis());
@@ -1190,10 +1267,10 @@ static int on_state_get(const payload_t *pl, tp_mp_writer *w)
     }
     nbn = (size_t)model.batch * model.n;
     nen = (size_t)model.eval_batch * model.n;
-    if (check_reply_size(4u * (2u * nbn + nen) + 64u, "the state") != 0) {
+    if (check_reply_size(4u * (2u * nbn + nen + model.n) + 64u, "the state") != 0) {
         return -1;
     }
-    tp_mp_map(w, 10);
+    tp_mp_map(w, 12);
     kv_uint(w, "batch", model.batch);
     kv_i32s(w, "xh1", model.xh1, nbn);
     kv_i32s(w, "xh2", model.xh2, nbn);
@@ -1208,14 +1285,18 @@ static int on_state_get(const payload_t *pl, tp_mp_writer *w)
     } else {
         tp_mp_nil(w);
     }
+    kv_uint(w, "total", model.total);
+    kv_i32s(w, "gv", model.gv, model.n);
     kv_uint(w, "t_next", t_next);
     return 0;
 }
 
-/* A state array within the bound the step keeps hidden states within (1.2). */
+/* A state array within its bound (1.2): the one the step keeps hidden states within, or
+ * (key "gv", 1.3) the one the guard keeps its vector within. */
 static int check_state(const char *key, const uint8_t *p, size_t n, int32_t bound, int32_t *out)
 {
     size_t k;
+    const int gv = key[0] == 'g'; /* "gv"; the others are "xh..." */
     load_i32(p, n, out);
     for (k = 0; k < n; k++) {
         if (out[k] > bound || out[k] < -bound) {
@@ -1227,10 +1308,14 @@ static int check_state(const char *key, const uint8_t *p, size_t n, int32_t boun
             msg_i(bound);
             msg_s(" (\302\261");
             msg_i(bound >> 16);
-            msg_s(bound > 65536 ? " in Q16.16: the \302\26116 clamp, D stored)"
-                                : " in Q16.16: tanh's range, D absent)");
-            msg_s(", the bound the step keeps hidden states within; the device cannot have "
-                  "produced it");
+            if (gv) {
+                msg_s(" in Q16.16), the bound the guard keeps its vector within");
+            } else {
+                msg_s(bound > 65536 ? " in Q16.16: the \302\26116 clamp, D stored)"
+                                    : " in Q16.16: tanh's range, D absent)");
+                msg_s(", the bound the step keeps hidden states within");
+            }
+            msg_s("; the device cannot have produced it");
             return -1;
         }
     }
@@ -1240,8 +1325,9 @@ static int check_state(const char *key, const uint8_t *p, size_t n, int32_t boun
 static int on_state_set(const payload_t *pl, tp_mp_writer *w)
 {
     uint32_t batch, eb, seed, t;
-    uint64_t counter, rng_counter, need;
-    const uint8_t *x1, *x2, *xe;
+    uint64_t counter, rng_counter, total, need;
+    const uint8_t *x1, *x2, *xe, *gv = NULL;
+    tp_mp_obj o;
     int32_t bound;
     int d;
     size_t nbn, nen;
@@ -1256,20 +1342,23 @@ static int on_state_set(const payload_t *pl, tp_mp_writer *w)
         get_uint(pl, "counter", 0, U64_MAX, 0, 0, &counter) != 0 ||
         get_u32(pl, "rng_seed", 0, U32_MAX, 0, 0, &seed) != 0 ||
         get_uint(pl, "rng_counter", 0, U64_MAX, 0, 0, &rng_counter) != 0 ||
+        /* 1.3: the guard's state; absent (an earlier host), it starts afresh */
+        get_uint(pl, "total", 0, U64_MAX, 1, 0, &total) != 0 ||
+        (find(pl, "gv", &o) && get_bin(pl, "gv", model.n, 4, &gv) != 0) ||
         get_u32(pl, "t_next", 0, U32_MAX, 1, 0, &t) != 0) {
         return -1;
     }
-    need = footprint(model.n_in, model.n, model.n_out, batch, eb, model.D != NULL,
-                     model.hyper.decorrelation);
+    need = model_footprint(batch, eb, model.D != NULL, model.hyper.decorrelation);
     d = model.D != NULL;
     if (need > TP_ARENA_BYTES ||
-        eb > eval_cap_for(model.n_in, model.n, model.n_out, batch, d)) {
+        eb > eval_cap_for(model.n_in, model.n, model.n_out, batch, d,
+                          model.hyper.readout_inputs)) {
         return refuse(E_TOO_LARGE, "this batch and evaluation batch do not fit in RAM");
     }
     /* Checked before anything changes; the arrays are staged in the I/O buffers when they
      * fit (they do for every state that fits a frame). */
     bound = d ? (int32_t)TP_XH_LIMIT : 65536;
-    if (2u * nbn + nen > IO_MAX) { /* cannot happen: the request fits a frame */
+    if (2u * nbn + nen + model.n > IO_MAX) { /* cannot happen: the request fits a frame */
         return refuse(E_TOO_LARGE, "the state does not fit a frame");
     }
     if (check_state("xh1", x1, nbn, bound, io) != 0 ||
@@ -1277,15 +1366,26 @@ static int on_state_set(const payload_t *pl, tp_mp_writer *w)
         check_state("xh_eval", xe, nen, bound, io + 2u * nbn) != 0) {
         return -1;
     }
+    if (gv != NULL) {
+        if (check_state("gv", gv, model.n, TP_GV_LIMIT, io + 2u * nbn + nen) != 0) {
+            return -1;
+        }
+    } else {
+        tp_guard_initial(io + 2u * nbn + nen, model.n);
+    }
     if (batch != model.batch || eb > model.eval_cap) {
-        tp_model_relayout(&model, batch, eval_cap_for(model.n_in, model.n, model.n_out, batch, d),
+        tp_model_relayout(&model, batch,
+                          eval_cap_for(model.n_in, model.n, model.n_out, batch, d,
+                                       model.hyper.readout_inputs),
                           d, arena, ARENA_WORDS);
     }
     memcpy(model.xh1, io, nbn * sizeof(int32_t));
     memcpy(model.xh2, io + nbn, nbn * sizeof(int32_t));
     memcpy(model.xh_eval, io + 2u * nbn, nen * sizeof(int32_t));
+    memcpy(model.gv, io + 2u * nbn + nen, model.n * sizeof(int32_t));
     model.eval_batch = eb;
     model.counter = counter;
+    model.total = total;
     tp_model_reseed(&model, seed);
     model.rng_counter = rng_counter;
     model.pending = 0; /* a pending reward is dropped */
@@ -1319,8 +1419,8 @@ static int on_predict(const payload_t *pl, tp_mp_writer *w)
         return -1;
     }
     if (b != model.eval_batch) {
-        uint64_t need = footprint(model.n_in, model.n, model.n_out, model.batch, b,
-                                  model.D != NULL, 0);
+        uint64_t need = model_footprint(model.batch, b, model.D != NULL,
+                                        model.hyper.decorrelation);
         if (need > TP_ARENA_BYTES || b > model.eval_cap) {
             refuse(E_TOO_LARGE, "evaluation batch ");
             msg_u(b);

@@ -35,11 +35,17 @@ static void wr32(uint8_t *p, uint32_t v)
     p[3] = (uint8_t)((v >> 24) & 0xFFu);
 }
 
-size_t tp_image_size(uint32_t n_in, uint32_t n, uint32_t n_out, int d_present)
+size_t tp_image_size(uint32_t n_in, uint32_t n, uint32_t n_out, int d_present,
+                     int readout_inputs)
 {
-    size_t nn = n;
-    size_t values = nn * n_in + nn * nn + (size_t)n_out * nn + (d_present ? nn * nn : 0);
+    size_t nn = n, nf = nn + (readout_inputs ? (size_t)n_in + 1u : 0u);
+    size_t values = nn * n_in + nn * nn + (size_t)n_out * nf + (d_present ? nn * nn : 0);
     return TP_IMAGE_HEADER_SIZE + 4 * values + TP_IMAGE_TRAILER_SIZE;
+}
+
+uint32_t tp_image_version(const uint8_t *data, size_t len)
+{
+    return len < TP_IMAGE_PREFIX_SIZE ? 0u : rd16(data + 4);
 }
 
 tp_image_err tp_image_parse(const uint8_t *data, size_t len, tp_image *img)
@@ -47,7 +53,7 @@ tp_image_err tp_image_parse(const uint8_t *data, size_t len, tp_image *img)
     uint32_t n_in, n, n_out, flags, plen;
     size_t expected;
     const uint8_t *payload;
-    if (len < TP_IMAGE_HEADER_SIZE + TP_IMAGE_TRAILER_SIZE) {
+    if (len < TP_IMAGE_PREFIX_SIZE) {
         return TP_IMAGE_SHORT;
     }
     if (memcmp(data, "TPMI", 4) != 0) {
@@ -56,7 +62,10 @@ tp_image_err tp_image_parse(const uint8_t *data, size_t len, tp_image *img)
     if (rd16(data + 4) != TP_IMAGE_VERSION) {
         return TP_IMAGE_BAD_VERSION;
     }
-    if (tp_crc32_update(0, data, TP_IMAGE_HEADER_SIZE - 4) != rd32(data + 60)) {
+    if (len < TP_IMAGE_HEADER_SIZE + TP_IMAGE_TRAILER_SIZE) {
+        return TP_IMAGE_SHORT;
+    }
+    if (tp_crc32_update(0, data, TP_IMAGE_HEADER_SIZE - 4) != rd32(data + 92)) {
         return TP_IMAGE_BAD_HEADER_CRC;
     }
     if (rd16(data + 6) != TP_IMAGE_HEADER_SIZE || data[16] != 16 || data[17] != 24 ||
@@ -74,8 +83,9 @@ tp_image_err tp_image_parse(const uint8_t *data, size_t len, tp_image *img)
         n_out > TP_MAX_IO) {
         return TP_IMAGE_BAD_DIMS;
     }
-    expected = tp_image_size(n_in, n, n_out, (flags & TP_IMAGE_FLAG_D_PRESENT) != 0);
-    plen = rd32(data + 40);
+    expected = tp_image_size(n_in, n, n_out, (flags & TP_IMAGE_FLAG_D_PRESENT) != 0,
+                             (flags & TP_IMAGE_FLAG_READOUT_INPUTS) != 0);
+    plen = rd32(data + 60);
     if (len != expected ||
         plen != expected - TP_IMAGE_HEADER_SIZE - TP_IMAGE_TRAILER_SIZE) {
         return TP_IMAGE_BAD_SIZE;
@@ -89,11 +99,17 @@ tp_image_err tp_image_parse(const uint8_t *data, size_t len, tp_image *img)
     img->hyper.eps_q = rd32(data + 28);
     img->hyper.gain_q = rd32(data + 32);
     img->hyper.resync_every = rd32(data + 36);
+    img->hyper.lrh_q = rd32(data + 40);
+    img->hyper.mu_q = rd32(data + 44);
+    img->hyper.leak_q = rd32(data + 48);
+    img->hyper.bound_q = rd32(data + 52);
+    img->hyper.guard_every = rd32(data + 56);
+    img->hyper.readout = data[19];
     img->hyper.output_cap = (flags & TP_IMAGE_FLAG_OUTPUT_CAP) != 0;
     img->hyper.two_noisy = (flags & TP_IMAGE_FLAG_TWO_NOISY) != 0;
     img->hyper.decorrelation = (flags & TP_IMAGE_FLAG_DECORRELATION) != 0;
-    if (img->hyper.lr_q < 1 || img->hyper.sigma_q > 65536u ||
-        img->hyper.resync_every > 0xFFFFu) {
+    img->hyper.readout_inputs = (flags & TP_IMAGE_FLAG_READOUT_INPUTS) != 0;
+    if (!tp_hyper_valid(&img->hyper)) {
         return TP_IMAGE_BAD_HYPER;
     }
     img->n_in = n_in;
@@ -130,7 +146,8 @@ static int image_d_stored(const tp_image *img)
 
 size_t tp_image_model_words(const tp_image *img, uint32_t batch, uint32_t eval_cap)
 {
-    return tp_model_words(img->n_in, img->n, img->n_out, batch, eval_cap, image_d_stored(img));
+    return tp_model_words(img->n_in, img->n, img->n_out, batch, eval_cap, image_d_stored(img),
+                          img->hyper.readout_inputs);
 }
 
 static const uint8_t *load(int32_t *dst, size_t count, const uint8_t *src)
@@ -154,7 +171,7 @@ int tp_model_load_image(tp_model *m, const tp_image *img, uint32_t batch, uint32
     }
     p = load(m->A, n * img->n_in, p);
     p = load(m->R, n * n, p);
-    p = load(m->B, (size_t)img->n_out * n, p);
+    p = load(m->B, (size_t)img->n_out * m->n_f, p);
     if (img->flags & TP_IMAGE_FLAG_D_PRESENT) {
         load(m->D, n * n, p); /* else D stays the identity tp_model_init wrote */
     }
@@ -170,16 +187,17 @@ static uint8_t *store(uint8_t *dst, const int32_t *src, size_t count)
     return dst;
 }
 
-/* The live image's 64-byte header, with the payload's length. */
+/* The live image's 96-byte header, with the payload's length. */
 static void write_header(const tp_model *m, uint8_t *out)
 {
     const int d = m->D != NULL;
-    const size_t size = tp_image_size(m->n_in, m->n, m->n_out, d);
+    const size_t size = tp_image_live_size(m);
     const size_t plen = size - TP_IMAGE_HEADER_SIZE - TP_IMAGE_TRAILER_SIZE;
     uint32_t flags = (d ? TP_IMAGE_FLAG_D_PRESENT : 0) |
                      (m->hyper.output_cap ? TP_IMAGE_FLAG_OUTPUT_CAP : 0) |
                      (m->hyper.two_noisy ? TP_IMAGE_FLAG_TWO_NOISY : 0) |
-                     (m->hyper.decorrelation ? TP_IMAGE_FLAG_DECORRELATION : 0);
+                     (m->hyper.decorrelation ? TP_IMAGE_FLAG_DECORRELATION : 0) |
+                     (m->hyper.readout_inputs ? TP_IMAGE_FLAG_READOUT_INPUTS : 0);
     memset(out, 0, TP_IMAGE_HEADER_SIZE);
     memcpy(out, "TPMI", 4);
     wr16(out + 4, TP_IMAGE_VERSION);
@@ -191,19 +209,25 @@ static void write_header(const tp_model *m, uint8_t *out)
     out[16] = 16;
     out[17] = 24;
     out[18] = 4;
+    out[19] = m->hyper.readout;
     wr32(out + 20, m->hyper.lr_q);
     wr32(out + 24, m->hyper.sigma_q);
     wr32(out + 28, m->hyper.eps_q);
     wr32(out + 32, m->hyper.gain_q);
     wr32(out + 36, m->hyper.resync_every);
-    wr32(out + 40, (uint32_t)plen);
-    wr32(out + 60, tp_crc32_update(0, out, TP_IMAGE_HEADER_SIZE - 4));
+    wr32(out + 40, m->hyper.lrh_q);
+    wr32(out + 44, m->hyper.mu_q);
+    wr32(out + 48, m->hyper.leak_q);
+    wr32(out + 52, m->hyper.bound_q);
+    wr32(out + 56, m->hyper.guard_every);
+    wr32(out + 60, (uint32_t)plen);
+    wr32(out + 92, tp_crc32_update(0, out, TP_IMAGE_HEADER_SIZE - 4));
 }
 
 size_t tp_image_write(const tp_model *m, uint8_t *out, size_t cap)
 {
     const int d = m->D != NULL;
-    const size_t size = tp_image_size(m->n_in, m->n, m->n_out, d);
+    const size_t size = tp_image_live_size(m);
     const size_t plen = size - TP_IMAGE_HEADER_SIZE - TP_IMAGE_TRAILER_SIZE;
     const size_t n = m->n;
     uint8_t *p;
@@ -214,7 +238,7 @@ size_t tp_image_write(const tp_model *m, uint8_t *out, size_t cap)
     p = out + TP_IMAGE_HEADER_SIZE;
     p = store(p, m->A, n * m->n_in);
     p = store(p, m->R, n * n);
-    p = store(p, m->B, (size_t)m->n_out * n);
+    p = store(p, m->B, (size_t)m->n_out * m->n_f);
     if (d) {
         p = store(p, m->D, n * n);
     }
@@ -225,7 +249,7 @@ size_t tp_image_write(const tp_model *m, uint8_t *out, size_t cap)
 /* The payload's weights in image order (A, R, B, D) as one sequence of words: word k. */
 static int32_t payload_word(const tp_model *m, size_t k)
 {
-    const size_t n = m->n, na = n * m->n_in, nr = n * n, nb = (size_t)m->n_out * n;
+    const size_t n = m->n, na = n * m->n_in, nr = n * n, nb = (size_t)m->n_out * m->n_f;
     if (k < na) {
         return m->A[k];
     }
@@ -242,7 +266,7 @@ static int32_t payload_word(const tp_model *m, size_t k)
 
 size_t tp_image_live_size(const tp_model *m)
 {
-    return tp_image_size(m->n_in, m->n, m->n_out, m->D != NULL);
+    return tp_image_size(m->n_in, m->n, m->n_out, m->D != NULL, m->hyper.readout_inputs);
 }
 
 uint32_t tp_image_payload_crc(const tp_model *m)

@@ -9,23 +9,40 @@
 #include <string.h>
 
 #include "fixed.h"
+#include "guard.h"
 #include "prng.h"
 #include "tanh_table.h"
 
+/* F, the width of B. */
+static uint32_t n_features(uint32_t n_in, uint32_t n, int readout_inputs)
+{
+    return n + (readout_inputs ? n_in + 1u : 0u);
+}
+
+int tp_hyper_valid(const tp_hyper *h)
+{
+    return h->lr_q >= 1 && h->sigma_q <= 65536u && h->resync_every <= 0xFFFFu &&
+           h->lrh_q >= 1 && h->readout <= TP_READOUT_NLMS && h->mu_q >= 1 &&
+           h->mu_q <= 131071u && h->leak_q >= 1 && h->leak_q <= 65536u &&
+           h->guard_every >= 1 && h->output_cap <= 1 && h->two_noisy <= 1 &&
+           h->decorrelation <= 1 && h->readout_inputs <= 1;
+}
+
 size_t tp_model_words(uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
-                      uint32_t eval_cap, int d_stored)
+                      uint32_t eval_cap, int d_stored, int readout_inputs)
 {
     size_t ni = n_in, nn = n, no = n_out, nb = batch;
+    size_t nf = (size_t)n_features(n_in, n, readout_inputs);
     size_t w;
     if (n_in < 1 || n_in > TP_MAX_IO || n < 1 || n > TP_MAX_HIDDEN || n_out < 1 ||
         n_out > TP_MAX_IO || batch < 1 || batch > TP_MAX_BATCH || eval_cap < 1 ||
         eval_cap > TP_MAX_BATCH) {
         return 0;
     }
-    w = nn * ni + nn * nn + no * nn + (d_stored ? nn * nn : 0); /* weights */
-    w += 6 * nb * nn;                                           /* xh*, xn*, xp* */
-    w += nb * ni + 2 * nb * no + 2 * nn;                        /* u, b1, b2, xtmp */
-    w += (size_t)eval_cap * nn;                                 /* xh_eval */
+    w = nn * ni + nn * nn + no * nf + nn + (d_stored ? nn * nn : 0); /* weights, gv */
+    w += 6 * nb * nn;                                                /* xh*, xn*, xp* */
+    w += nb * ni + 2 * nb * no + nb * nf + 2 * nn;                   /* u, b*, f1, xtmp */
+    w += (size_t)eval_cap * nn;                                      /* xh_eval */
     if (d_stored) {
         w += nb * nn + nn; /* decorrelation scratch */
     }
@@ -47,6 +64,7 @@ static void lay_states(tp_model *m, int32_t *p)
     m->u = p, p += batch * m->n_in;
     m->b1 = p, p += batch * m->n_out;
     m->b2 = p, p += batch * m->n_out;
+    m->f1 = p, p += batch * m->n_f;
     m->xtmp = p, p += 2 * n;
     m->xh_eval = p, p += (size_t)m->eval_cap * n;
     m->dec_tmp = m->dec_q = NULL;
@@ -74,11 +92,11 @@ int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32
 {
     size_t need;
     int32_t *p = mem;
-    if (hyper->lr_q < 1 || hyper->sigma_q > 65536u || hyper->resync_every > 0xFFFFu) {
+    if (!tp_hyper_valid(hyper)) {
         return TP_ERR_ARGS;
     }
     d_stored = d_stored || hyper->decorrelation;
-    need = tp_model_words(n_in, n, n_out, batch, eval_cap, d_stored);
+    need = tp_model_words(n_in, n, n_out, batch, eval_cap, d_stored, hyper->readout_inputs);
     if (need == 0) {
         return TP_ERR_ARGS;
     }
@@ -90,6 +108,7 @@ int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32
     m->n_in = n_in;
     m->n = n;
     m->n_out = n_out;
+    m->n_f = n_features(n_in, n, hyper->readout_inputs);
     m->batch = batch;
     m->eval_cap = eval_cap;
     m->eval_batch = 1;
@@ -97,7 +116,9 @@ int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32
     m->hyper = *hyper;
     m->A = p, p += (size_t)n * n_in;
     m->R = p, p += (size_t)n * n;
-    m->B = p, p += (size_t)n_out * n;
+    m->B = p, p += (size_t)n_out * m->n_f;
+    m->gv = p, p += n;
+    tp_guard_initial(m->gv, n);
     m->D = NULL;
     if (d_stored) {
         store_identity(m, p);
@@ -115,14 +136,15 @@ int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stor
     size_t need;
     int32_t *p;
     d_stored = d_stored || m->D != NULL || m->hyper.decorrelation;
-    need = tp_model_words(m->n_in, m->n, m->n_out, batch, eval_cap, d_stored);
+    need = tp_model_words(m->n_in, m->n, m->n_out, batch, eval_cap, d_stored,
+                          m->hyper.readout_inputs);
     if (need == 0) {
         return TP_ERR_ARGS;
     }
     if (mem != m->A || words < need) {
         return TP_ERR_SPACE;
     }
-    p = m->B + (size_t)m->n_out * n; /* the end of the weights */
+    p = m->gv + n; /* the end of the weights (the guard's vector is kept with them) */
     if (d_stored && m->D == NULL) {
         /* D becomes stored: the identity, where the states began (they are zeroed anyway). */
         store_identity(m, p);
@@ -151,14 +173,15 @@ int tp_model_store_d(tp_model *m, uint32_t eval_cap, int32_t *mem, size_t words)
     if (m->D != NULL) {
         return TP_OK;
     }
-    need = tp_model_words(m->n_in, m->n, m->n_out, m->batch, eval_cap, 1);
+    need = tp_model_words(m->n_in, m->n, m->n_out, m->batch, eval_cap, 1,
+                          m->hyper.readout_inputs);
     if (need == 0) {
         return TP_ERR_ARGS;
     }
     if (mem != m->A || words < need) {
         return TP_ERR_SPACE;
     }
-    p = m->B + (size_t)m->n_out * n; /* the end of the weights */
+    p = m->gv + n; /* the end of the weights (the guard's vector is kept with them) */
     if (m->eval_batch > eval_cap) {
         m->eval_batch = eval_cap; /* the evaluation streams beyond the new cap are dropped */
     }
@@ -205,6 +228,12 @@ int64_t tp_hyper_lg(const tp_hyper *h)
     return v > (uint64_t)TP_LG_LIMIT ? TP_LG_LIMIT : (int64_t)v;
 }
 
+int64_t tp_hyper_lgh(const tp_hyper *h)
+{
+    uint64_t v = ((uint64_t)h->lrh_q * h->gain_q + ((uint64_t)1 << 23)) >> 24;
+    return v > (uint64_t)TP_LG_LIMIT ? TP_LG_LIMIT : (int64_t)v;
+}
+
 /* D x: xh = sat(rsr(sum_j D_ij x_j, 24), 2^20). */
 static void apply_d(const tp_model *m, const int32_t *x, int32_t *xh)
 {
@@ -224,16 +253,25 @@ static int32_t noise_at(const tp_model *m, uint64_t p0, uint64_t sample)
     return tp_prng_sample(m->key, p0 + 2 * sample, m->hyper.sigma_q);
 }
 
+/* The leak (section 6.4): the new state xh + rsr(alpha (v - xh), 16) from v = D x (or x)
+ * and the state before, xh; exactly v at alpha = 1. */
+static int32_t leaky(const tp_model *m, int32_t v, int32_t xh)
+{
+    return (int32_t)((int64_t)xh + tp_rsr64((int64_t)m->hyper.leak_q * ((int64_t)v - xh), 16));
+}
+
 /* Both replicas' forward pass for every stream (section 6.4); p0 is the step's first
- * noise word. Fills xp1, xp2, xn1, xn2, b1, b2. */
+ * noise word. Fills xp1, xp2, xn1, xn2, b1, b2 and replica 1's features f1. */
 static void forward_pair(tp_model *m, uint64_t p0)
 {
-    const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out;
+    const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out, nf = m->n_f;
     const int two = m->hyper.two_noisy;
-    /* Draw order: xi2 (batch x N), zeta2 (batch x n_out), then xi1, zeta1 (two noisy). */
+    /* Output noise only with the rule's own readout. */
+    const uint32_t nz = m->hyper.readout == TP_READOUT_ANP ? no : 0u;
+    /* Draw order: xi2 (batch x N), zeta2 (batch x nz), then xi1, zeta1 (two noisy). */
     const uint64_t off_z2 = (uint64_t)nb * n;
-    const uint64_t off_xi1 = (uint64_t)nb * (n + no);
-    const uint64_t off_z1 = (uint64_t)nb * (2 * (uint64_t)n + no);
+    const uint64_t off_xi1 = (uint64_t)nb * (n + nz);
+    const uint64_t off_z1 = (uint64_t)nb * (2 * (uint64_t)n + nz);
     uint32_t s, i, j, o;
     for (s = 0; s < nb; s++) {
         const int32_t *us = m->u + (size_t)s * ni;
@@ -243,8 +281,9 @@ static void forward_pair(tp_model *m, uint64_t p0)
         int32_t *p2 = m->xp2 + (size_t)s * n;
         int32_t *n1 = m->xn1 + (size_t)s * n;
         int32_t *n2 = m->xn2 + (size_t)s * n;
-        int32_t *x1 = m->D ? m->xtmp : n1;
-        int32_t *x2 = m->D ? m->xtmp + n : n2;
+        int32_t *f = m->f1 + (size_t)s * nf;
+        int32_t *x1 = m->xtmp;
+        int32_t *x2 = m->xtmp + n;
         for (i = 0; i < n; i++) {
             const int32_t *arow = m->A + (size_t)i * ni;
             const int32_t *rrow = m->R + (size_t)i * n;
@@ -269,25 +308,49 @@ static void forward_pair(tp_model *m, uint64_t p0)
             x2[i] = tp_tanh_q16(p2[i]);
         }
         if (m->D) {
+            /* xn* take D x first (the leak reads the old state h*, not xn*). */
             apply_d(m, x1, n1);
             apply_d(m, x2, n2);
             for (i = 0; i < n; i++) {
                 /* STATS saturations: hidden values at the clamp (only D gets them there). */
                 m->saturations += (n1[i] >= TP_XH_LIMIT || n1[i] <= -TP_XH_LIMIT);
                 m->saturations += (n2[i] >= TP_XH_LIMIT || n2[i] <= -TP_XH_LIMIT);
+                n1[i] = leaky(m, n1[i], h1[i]);
+                n2[i] = leaky(m, n2[i], h2[i]);
+            }
+        } else {
+            for (i = 0; i < n; i++) {
+                n1[i] = leaky(m, x1[i], h1[i]);
+                n2[i] = leaky(m, x2[i], h2[i]);
             }
         }
+        for (i = 0; i < n; i++) {
+            f[i] = n1[i];
+        }
+        if (nf > n) {
+            for (j = 0; j < ni; j++) {
+                f[n + j] = us[j];
+            }
+            f[nf - 1] = 65536; /* the bias feature, 1 in Q16 */
+        }
         for (o = 0; o < no; o++) {
-            const int32_t *brow = m->B + (size_t)o * n;
-            int64_t c1 = 0, c2 = 0;
-            int32_t z1 = 0, z2;
+            const int32_t *brow = m->B + (size_t)o * nf;
+            int64_t c1 = 0, c2 = 0, cu = 0;
+            int32_t z1 = 0, z2 = 0;
             for (j = 0; j < n; j++) {
                 c1 += (int64_t)brow[j] * n1[j];
                 c2 += (int64_t)brow[j] * n2[j];
             }
-            z2 = noise_at(m, p0, off_z2 + (uint64_t)s * no + o);
-            if (two) {
-                z1 = noise_at(m, p0, off_z1 + (uint64_t)s * no + o);
+            for (j = n; j < nf; j++) { /* input and bias columns: the same for both */
+                cu += (int64_t)brow[j] * f[j];
+            }
+            c1 += cu;
+            c2 += cu;
+            if (nz) {
+                z2 = noise_at(m, p0, off_z2 + (uint64_t)s * no + o);
+                if (two) {
+                    z1 = noise_at(m, p0, off_z1 + (uint64_t)s * no + o);
+                }
             }
             m->b1[(size_t)s * no + o] = tp_sat32((int64_t)tp_sat32(tp_rsr64(c1, 24)) + z1);
             m->b2[(size_t)s * no + o] = tp_sat32((int64_t)tp_sat32(tp_rsr64(c2, 24)) + z2);
@@ -327,15 +390,65 @@ static void apply_update(int32_t *W, uint32_t rows, uint32_t cols, uint32_t nb,
     }
 }
 
-/* The ANP update of A, R, B from per-stream dl (section 6.5); da, db from the last step's
- * xp*, b*, presynaptic u, xh_prev (replica 1's state of the previous step) and xh (its
- * new state). */
-static void anp_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
-                       const int32_t *xh)
+/* NLMS's update of B (section 6.5): c_s,o = sat(div(mu e_s,o 2^22, (min(||f||^2, 2^56) +
+ * delta) nb), 2^33) in Q22 with e = sat(b1 - sat(y*, 2^23), 2^23), then
+ * B -= rsr(sum_s c f, 14). ystar: the targets as given (saturated here). */
+static void nlms_update(tp_model *m, const int32_t *ystar)
 {
-    const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out;
+    const uint32_t nb = m->batch, no = m->n_out, nf = m->n_f;
+    int64_t c[TP_MAX_BATCH];
+    uint32_t s, o, j;
+    for (o = 0; o < no; o++) {
+        int32_t *brow = m->B + (size_t)o * nf;
+        for (s = 0; s < nb; s++) {
+            const int32_t *f = m->f1 + (size_t)s * nf;
+            int64_t nrm = 0, e;
+            for (j = 0; j < nf; j++) {
+                nrm += (int64_t)f[j] * f[j];
+            }
+            nrm = nrm < TP_NORM_LIMIT ? nrm : TP_NORM_LIMIT;
+            e = tp_sat((int64_t)m->b1[(size_t)s * no + o] -
+                           tp_sat(ystar[(size_t)s * no + o], TP_IO_LIMIT),
+                       TP_DIFF_LIMIT);
+            c[s] = tp_sat(tp_div((int64_t)m->hyper.mu_q * e * ((int64_t)1 << 22),
+                                 (nrm + TP_NLMS_DELTA) * (int64_t)nb),
+                          TP_K_LIMIT);
+        }
+        for (j = 0; j < nf; j++) {
+            int64_t acc = 0;
+            for (s = 0; s < nb; s++) {
+                acc += c[s] * m->f1[(size_t)s * nf + j];
+            }
+            brow[j] = tp_sat32((int64_t)brow[j] - tp_rsr64(acc, 14));
+        }
+    }
+}
+
+/* The update of A, R, B from per-stream dl (section 6.5); da, db from the last step's xp*,
+ * b*, presynaptic u, xh_prev (replica 1's state of the previous step) and f1 (its
+ * features). ystar: the targets, for NLMS (NULL on the reward path: readout anp only). */
+static void learn_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
+                         const int32_t *ystar)
+{
+    const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out, nf = m->n_f;
+    const int nlms = m->hyper.readout == TP_READOUT_NLMS;
     const int64_t lg = tp_hyper_lg(&m->hyper);
-    uint32_t s, i, o;
+    int64_t lgh = tp_hyper_lgh(&m->hyper);
+    uint32_t s, i, o, j;
+    if (nlms) {
+        /* The hidden step over 1 + ||B_h||^2 (Q32), B before this step's update: the
+         * clamped running sum equals the clamped total (non-negative terms). */
+        int64_t nbh = 0;
+        for (o = 0; o < no; o++) {
+            const int32_t *brow = m->B + (size_t)o * nf;
+            for (j = 0; j < n; j++) {
+                int64_t b = tp_rsr64(brow[j], 8);
+                nbh += b * b;
+                nbh = nbh < TP_BH_LIMIT ? nbh : TP_BH_LIMIT;
+            }
+        }
+        lgh = tp_div(lgh * ((int64_t)1 << 32), ((int64_t)1 << 32) + nbh);
+    }
     for (s = 0; s < nb; s++) {
         const int32_t *p1 = m->xp1 + (size_t)s * n, *p2 = m->xp2 + (size_t)s * n;
         const int32_t *c1 = m->b1 + (size_t)s * no, *c2 = m->b2 + (size_t)s * no;
@@ -344,18 +457,21 @@ static void anp_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
             int64_t v = tp_sat((int64_t)p2[i] - p1[i], TP_DIFF_LIMIT);
             nda += v * v;
         }
+        nda = nda < TP_NORM_LIMIT ? nda : TP_NORM_LIMIT;
+        m->gh[s] = tp_sat(tp_div(d * lgh, nda * (int64_t)nb), TP_G_LIMIT);
+        if (nlms) {
+            continue;
+        }
         for (o = 0; o < no; o++) {
             int64_t v = tp_sat((int64_t)c2[o] - c1[o], TP_DIFF_LIMIT);
             ndb += v * v;
         }
-        nda = nda < TP_NORM_LIMIT ? nda : TP_NORM_LIMIT;
         ndb = ndb < TP_NORM_LIMIT ? ndb : TP_NORM_LIMIT;
-        m->gh[s] = tp_sat(tp_div(d * lg, nda * (int64_t)nb), TP_G_LIMIT);
         if (m->hyper.output_cap) {
-            const int32_t *x = xh + (size_t)s * n;
+            const int32_t *x = m->f1 + (size_t)s * nf;
             int64_t nx = 0;
-            for (i = 0; i < n; i++) {
-                nx += (int64_t)x[i] * x[i];
+            for (j = 0; j < nf; j++) {
+                nx += (int64_t)x[j] * x[j];
             }
             if (nx > 0) {
                 int64_t c = tp_div(TP_CAP_NUM, nx);
@@ -366,7 +482,11 @@ static void anp_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
     }
     apply_update(m->A, n, ni, nb, m->gh, m->xp1, m->xp2, m->u);
     apply_update(m->R, n, n, nb, m->gh, m->xp1, m->xp2, xh_prev);
-    apply_update(m->B, no, n, nb, m->go, m->b1, m->b2, xh);
+    if (nlms) {
+        nlms_update(m, ystar);
+    } else {
+        apply_update(m->B, no, nf, nb, m->go, m->b1, m->b2, m->f1);
+    }
 }
 
 /* Decorrelation of D (section 6.5) with xh = replica 1's new state. */
@@ -413,7 +533,8 @@ void tp_step(tp_model *m, const int32_t *u, const int32_t *y, int learn, uint32_
 {
     const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out;
     const uint64_t p0 = m->rng_counter;
-    uint64_t samples = (uint64_t)nb * (n + no) * (m->hyper.two_noisy ? 2u : 1u);
+    const uint32_t nz = m->hyper.readout == TP_READOUT_ANP ? no : 0u;
+    uint64_t samples = (uint64_t)nb * (n + nz) * (m->hyper.two_noisy ? 2u : 1u);
     size_t k;
     uint32_t s, o;
     int32_t *swap;
@@ -422,6 +543,11 @@ void tp_step(tp_model *m, const int32_t *u, const int32_t *y, int learn, uint32_
     m->pending = 0; /* an unrewarded step's update is dropped */
     for (k = 0; k < (size_t)nb * ni; k++) {
         m->u[k] = (int32_t)tp_sat(u[k], TP_IO_LIMIT);
+    }
+    if (learn && m->hyper.bound_q > 0 && m->total > 0 &&
+        m->total % m->hyper.guard_every == 0) {
+        /* The guard (section 6.7) before the step; xtmp is free until the forward pass. */
+        m->projections += (uint32_t)tp_guard(m, m->xtmp, m->xtmp + n);
     }
     m->rng_counter = p0 + 2 * samples; /* wraps mod 2^64 like the reference */
     if (m->hyper.resync_every > 0 && m->counter % m->hyper.resync_every == 0) {
@@ -434,9 +560,9 @@ void tp_step(tp_model *m, const int32_t *u, const int32_t *y, int learn, uint32_
             int64_t e1s = 0, e2s = 0;
             for (o = 0; o < no; o++) {
                 size_t idx = (size_t)s * no + o;
-                int64_t ys = tp_sat(y[idx], TP_IO_LIMIT);
-                int64_t e1 = tp_sat(m->b1[idx] - ys, TP_DIFF_LIMIT);
-                int64_t e2 = tp_sat(m->b2[idx] - ys, TP_DIFF_LIMIT);
+                int64_t yv = tp_sat(y[idx], TP_IO_LIMIT);
+                int64_t e1 = tp_sat(m->b1[idx] - yv, TP_DIFF_LIMIT);
+                int64_t e2 = tp_sat(m->b2[idx] - yv, TP_DIFF_LIMIT);
                 e1s += e1 * e1;
                 e2s += e2 * e2;
             }
@@ -449,10 +575,10 @@ void tp_step(tp_model *m, const int32_t *u, const int32_t *y, int learn, uint32_
         res->loss1 = sum1 / nb;
         res->loss2 = sum2 / nb;
         if (learn) {
-            anp_update(m, m->dl, m->xh1, m->xn1);
+            learn_update(m, m->dl, m->xh1, y);
             res->applied = 1;
         }
-    } else if (learn) {
+    } else if (learn && m->hyper.readout == TP_READOUT_ANP) {
         m->pending = 1;
         m->pending_t = t;
     }
@@ -460,6 +586,7 @@ void tp_step(tp_model *m, const int32_t *u, const int32_t *y, int learn, uint32_
     swap = m->xh1, m->xh1 = m->xn1, m->xn1 = swap;
     swap = m->xh2, m->xh2 = m->xn2, m->xn2 = swap;
     m->counter++;
+    m->total++;
     if (res->applied && m->hyper.decorrelation) {
         decorrelate(m, m->xh1);
     }
@@ -477,7 +604,7 @@ int tp_reward(tp_model *m, uint32_t t, const int64_t *dl)
         return 0;
     }
     m->pending = 0;
-    anp_update(m, dl, m->xn1, m->xh1);
+    learn_update(m, dl, m->xn1, NULL);
     if (m->hyper.decorrelation) {
         decorrelate(m, m->xh1);
     }
@@ -486,7 +613,7 @@ int tp_reward(tp_model *m, uint32_t t, const int64_t *dl)
 
 int tp_predict(tp_model *m, const int32_t *u, uint32_t batch, int reset, int32_t *y)
 {
-    const uint32_t n = m->n, ni = m->n_in, no = m->n_out;
+    const uint32_t n = m->n, ni = m->n_in, no = m->n_out, nf = m->n_f;
     uint32_t s, i, j, o;
     if (batch < 1 || batch > m->eval_cap) {
         return TP_ERR_ARGS;
@@ -498,7 +625,7 @@ int tp_predict(tp_model *m, const int32_t *u, uint32_t batch, int reset, int32_t
     for (s = 0; s < batch; s++) {
         int32_t *xh = m->xh_eval + (size_t)s * n;
         const int32_t *us = u + (size_t)s * ni;
-        int32_t *x = m->xtmp;
+        int32_t *x = m->xtmp, *v = m->xtmp + n;
         for (i = 0; i < n; i++) {
             const int32_t *arow = m->A + (size_t)i * ni;
             const int32_t *rrow = m->R + (size_t)i * n;
@@ -512,15 +639,24 @@ int tp_predict(tp_model *m, const int32_t *u, uint32_t batch, int reset, int32_t
             x[i] = tp_tanh_q16(tp_sat32(tp_rsr64(acc, 24)));
         }
         if (m->D) {
-            apply_d(m, x, xh);
+            apply_d(m, x, v);
         } else {
-            memcpy(xh, x, (size_t)n * sizeof(int32_t));
+            v = x;
+        }
+        for (i = 0; i < n; i++) {
+            xh[i] = leaky(m, v[i], xh[i]);
         }
         for (o = 0; o < no; o++) {
-            const int32_t *brow = m->B + (size_t)o * n;
+            const int32_t *brow = m->B + (size_t)o * nf;
             int64_t acc = 0;
             for (j = 0; j < n; j++) {
                 acc += (int64_t)brow[j] * xh[j];
+            }
+            if (nf > n) {
+                for (j = 0; j < ni; j++) {
+                    acc += (int64_t)brow[n + j] * tp_sat(us[j], TP_IO_LIMIT);
+                }
+                acc += (int64_t)brow[nf - 1] * 65536;
             }
             y[(size_t)s * no + o] = tp_sat32(tp_rsr64(acc, 24));
         }

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "guard.h"
 #include "image.h"
 #include "prng.h"
 #include "tanh_table.h"
@@ -308,7 +309,7 @@ static int cmd_run(const char *model_path, const char *steps_path, const char *o
         rc = fail("the step stream ends inside a record");
         goto done;
     }
-    img_len = tp_image_size(h.m.n_in, h.m.n, h.m.n_out, h.m.D != NULL);
+    img_len = tp_image_live_size(&h.m);
     img_out = malloc(img_len);
     if (img_out == NULL || tp_image_write(&h.m, img_out, img_len) != img_len) {
         rc = fail("cannot write the final image");
@@ -324,6 +325,9 @@ static int cmd_run(const char *model_path, const char *steps_path, const char *o
     put_i32s(out, h.m.xh1, (size_t)batch * h.m.n);
     put_i32s(out, h.m.xh2, (size_t)batch * h.m.n);
     put_i32s(out, h.m.xh_eval, (size_t)h.m.eval_batch * h.m.n);
+    put_u64(out, h.m.total);
+    put_u32(out, h.m.projections);
+    put_i32s(out, h.m.gv, h.m.n);
 done:
     if (out != stdout) {
         if (fclose(out) != 0 && rc == 0) {
@@ -382,7 +386,12 @@ static int cmd_selftest(void)
         printf(" %ld", (long)tp_prng_sample(tp_prng_key(3), 2 * (uint64_t)k, 65536));
     }
     printf("\n");
-    return crc == TP_TANH_TABLE_CRC32 ? 0 : 1;
+    printf("exp2_crc32 0x%08lx\n", (unsigned long)tp_exp2_table_crc32());
+    printf("log2_q16 of 3, 2^50 - 1: %ld %ld\n", (long)tp_log2_q16(3),
+           (long)tp_log2_q16(((uint64_t)1 << 50) - 1));
+    printf("exp2_neg_q30 of 0.5, 1.75, 40: %ld %ld %ld\n", (long)tp_exp2_neg_q30(32768),
+           (long)tp_exp2_neg_q30(114688), (long)tp_exp2_neg_q30((int64_t)40 << 16));
+    return crc == TP_TANH_TABLE_CRC32 && tp_exp2_table_crc32() == TP_EXP2_TABLE_CRC32 ? 0 : 1;
 }
 
 /* A deterministic input stream for timing: a triangle wave in, its shifted copy as target. */

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from twinpass.firmware_sim import ram
+from twinpass.firmware_sim import guard, ram
 from twinpass.firmware_sim.fixed_point import FixedNet, gaussian_q16, noise_words, reward_dl
 from twinpass.protocol import model_image as mi
 from twinpass.protocol.hyper import hyper_from_rule
@@ -150,6 +150,7 @@ def simulate(image: bytes, ops: list[tuple], batch: int, seed: int, eval_cap: in
         "<QQII", net.counter, net.rng_counter, net.stats["saturations"], net.xh_eval.shape[0]
     )
     run.expected += i32(net.xh1) + i32(net.xh2) + i32(net.xh_eval)
+    run.expected += struct.pack("<QI", net.total, net.stats["guard_projections"]) + i32(net.gv)
     return bytes(run.header() + run.stream), bytes(run.expected), net
 
 
@@ -183,11 +184,16 @@ def assert_same(c_out: bytes, expected: bytes) -> None:
 
 
 def make_image(n_in: int, n: int, n_out: int, *, seed: int = 0, rule=None, wscale=1.0, D=None):
-    p = Params.init(n_in, n, n_out, seed=seed)
-    hyper = hyper_from_rule(RuleConfig(**PAPER_NETWORK, **(rule or {})).resolve(n_in, n, n_out))
-    A, R, B = (quantise_array(m * wscale, W_FRAC) for m in (p.A, p.R, p.B))
+    """An image of the paper's network with ``rule``'s changes; with a readout over
+    [xh, u, 1], B's input and bias columns are drawn too (Params.init starts them at 0)."""
+    config = RuleConfig(**{**PAPER_NETWORK, **(rule or {})})
+    p = Params.init(n_in, n, n_out, seed=seed, readout_inputs=config.readout_inputs)
+    B = p.B.copy()
+    B[:, n:] = 0.3 * np.random.default_rng(seed + 100).standard_normal((n_out, B.shape[1] - n))
+    hyper = hyper_from_rule(config.resolve(n_in, n, n_out))
+    A, R, Bq = (quantise_array(m * wscale, W_FRAC) for m in (p.A, p.R, B))
     Dq = None if D is None else quantise_array(D, W_FRAC)
-    return mi.build(A, R, B, Dq, hyper)
+    return mi.build(A, R, Bq, Dq, hyper)
 
 
 def mackey_glass_ops(n_streams: int, T: int, seed: int, learn=lambda t: True, horizon=15):
@@ -252,6 +258,46 @@ def test_mackey_glass_bit_exact(harness, tmp_path, n, seed, rule, learn) -> None
     net = check(harness, tmp_path, image, ops, seed=seed)
     weights_moved = not np.array_equal(net.B, mi.parse(image).B)
     assert weights_moved == (learn != "off")
+
+
+#: The improved rules (docs/protocol.md §6.4-§6.7): NLMS over [xh, u, 1], leaky units, the
+#: hidden step normalised by the readout, and the guard (bounds low enough to scale R).
+IMPROVED = {
+    "nlms_inputs_leak": dict(
+        n=32, batch=1, rule={"readout": "nlms", "readout_inputs": True, "leak": 0.3}
+    ),
+    "nlms_guard_lr_hidden": dict(
+        n=16,
+        batch=1,
+        rule={"readout": "nlms", "readout_inputs": True, "leak": 0.5, "lr_hidden": 0.05,
+              "radius_bound": 0.5, "guard_every": 25},
+    ),
+    "anp_inputs_leak_guard_batch3_two_noisy": dict(
+        n=16,
+        batch=3,
+        rule={"readout_inputs": True, "leak": 0.6, "radius_bound": 0.4, "guard_every": 10,
+              "two_noisy_passes": True, "lr_hidden": 0.01},
+    ),
+    "nlms_decorrelated_batch2": dict(
+        n=12,
+        batch=2,
+        rule={"readout": "nlms", "readout_inputs": True, "leak": 0.8, "decorrelation": True,
+              "eps": 1e-2, "readout_step": 1.5},
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(IMPROVED))
+def test_improved_rules_bit_exact(harness, tmp_path, name: str) -> None:
+    case = IMPROVED[name]
+    image = make_image(1, case["n"], 1, seed=21, rule=case["rule"])
+    net = check(
+        harness, tmp_path, image, mackey_glass_ops(case["batch"], 200, 21), batch=case["batch"],
+        seed=4,
+    )  # fmt: skip
+    if "radius_bound" in case["rule"]:
+        assert net.stats["guard_projections"] > 0  # the guard's arithmetic was compared
+    assert not np.array_equal(net.B, mi.parse(image).B)
 
 
 def test_mackey_glass_batch_two_noisy_bit_exact(harness, tmp_path) -> None:
@@ -335,7 +381,7 @@ def test_reward_variant_predict_and_reset_bit_exact(harness, tmp_path) -> None:
     assert not np.array_equal(net.A, mi.parse(image).A)
 
 
-def test_tanh_table_crc_and_noise_words_pinned(harness) -> None:
+def test_tables_and_noise_words_pinned(harness) -> None:
     out = subprocess.run([str(harness), "selftest"], capture_output=True, text=True, check=True)
     lines = out.stdout.splitlines()
     assert lines[0] == "tanh_crc32 0x4616d492"
@@ -344,13 +390,22 @@ def test_tanh_table_crc_and_noise_words_pinned(harness) -> None:
     assert int(lines[2].split(":")[1]) == int(noise_words(7, (5 << 32) + 3, 1)[0])
     samples = [int(v) for v in lines[3].split(":")[1].split()]
     assert samples == gaussian_q16(3, 0, 4, 65536).tolist()
+    # The guard's table and its integer logarithm and exponential (§6.7).
+    assert lines[4] == f"exp2_crc32 0x{guard.EXP2_TABLE_CRC32:08x}"
+    assert lines[5].split(":")[1].split() == [
+        str(guard.log2_q16(3)),
+        str(guard.log2_q16((1 << 50) - 1)),
+    ]
+    assert lines[6].split(":")[1].split() == [
+        str(guard.exp2_neg_q30(x)) for x in (32768, 114688, 40 << 16)
+    ]
 
 
 # -- image refusals ------------------------------------------------------------------------
 
 
 def _recrc_header(img: bytearray) -> bytearray:
-    img[60:64] = struct.pack("<I", zlib.crc32(bytes(img[:60])))
+    img[92:96] = struct.pack("<I", zlib.crc32(bytes(img[:92])))
     return img
 
 
@@ -383,28 +438,38 @@ def _refusals() -> dict[str, tuple[bytes, str]]:
     flip_header[9] ^= 0x01
     return {
         "empty": (b"", "short"),
-        "header_only": (good[:64], "short"),
+        "prefix_only": (good[:5], "short"),
+        "header_only": (good[:96], "short"),
         "bad_magic": (b"TPMX" + good[4:], "bad_magic"),
         "bad_magic_recrc": (bytes(_recrc_header(bytearray(b"XPMI" + good[4:]))), "bad_magic"),
-        "bad_version": (_patch(good, 4, "<H", 2), "bad_version"),
+        "format_1": (_patch(good, 4, "<H", 1), "bad_version"),
+        "format_1_header_only": (_patch(good, 4, "<H", 1)[:64], "bad_version"),
+        "format_3": (_patch(good, 4, "<H", 3), "bad_version"),
         "header_bit_flip": (bytes(flip_header), "bad_header_crc"),
-        "header_crc_wrong": (_patch(good, 60, "<I", 0, fix_crc=False), "bad_header_crc"),
-        "header_size": (_patch(good, 6, "<H", 60), "bad_format"),
+        "header_crc_wrong": (_patch(good, 92, "<I", 0, fix_crc=False), "bad_header_crc"),
+        "header_size": (_patch(good, 6, "<H", 64), "bad_format"),
         "q_format": (_patch(good, 17, "<B", 16), "bad_format"),
         "weight_bytes": (_patch(good, 18, "<B", 2), "bad_format"),
-        "unknown_flag": (_patch(good, 14, "<H", 0x11), "bad_flags"),
+        "unknown_flag": (_patch(good, 14, "<H", 0x21), "bad_flags"),
         "zero_hidden": (_patch(good, 10, "<H", 0), "bad_dims"),
         "too_many_inputs": (_patch(good, 8, "<H", 257), "bad_dims"),
         "truncated": (good[:-4], "bad_size"),
-        "truncated_to_68": (good[:68], "bad_size"),
+        "truncated_to_100": (good[:100], "bad_size"),
         "padded": (good + b"\0\0\0\0", "bad_size"),
-        "payload_len_field": (_patch(good, 40, "<I", 4), "bad_size"),
+        "payload_len_field": (_patch(good, 60, "<I", 4), "bad_size"),
         "d_flag_without_d": (_patch(good, 14, "<H", 0x02), "bad_size"),
+        "inputs_flag_without_columns": (_patch(good, 14, "<H", 0x13), "bad_size"),
         "payload_bit_flip": (bytes(flip_payload), "bad_payload_crc"),
         "payload_crc_wrong": (good[:-4] + b"\0\0\0\0", "bad_payload_crc"),
         "sigma_too_big": (_patch(good, 24, "<I", 65537), "bad_hyper"),
         "lr_zero": (_patch(good, 20, "<I", 0), "bad_hyper"),
         "resync_too_big": (_patch(good, 36, "<I", 0x10000), "bad_hyper"),
+        "readout_rls": (_patch(good, 19, "<B", 2), "bad_hyper"),
+        "lr_hidden_zero": (_patch(good, 40, "<I", 0), "bad_hyper"),
+        "mu_two": (_patch(good, 44, "<I", 131072), "bad_hyper"),
+        "leak_zero": (_patch(good, 48, "<I", 0), "bad_hyper"),
+        "leak_above_one": (_patch(good, 48, "<I", 65537), "bad_hyper"),
+        "guard_every_zero": (_patch(good, 56, "<I", 0), "bad_hyper"),
     }
 
 
@@ -429,6 +494,18 @@ def test_valid_images_are_accepted_by_both(harness, tmp_path) -> None:
             make_image(1, 1, 1),
             make_image(4, 128, 3),
             make_image(3, 5, 2, rule={"two_noisy_passes": True, "decorrelation": True}),
+            make_image(
+                3,
+                40,
+                2,
+                rule={
+                    "readout": "nlms",
+                    "readout_inputs": True,
+                    "leak": 0.3,
+                    "radius_bound": 1.1,
+                    "decorrelation": True,
+                },
+            ),
         ]
     ):
         path = tmp_path / f"ok{k}.tpmi"
@@ -443,6 +520,7 @@ def test_valid_images_are_accepted_by_both(harness, tmp_path) -> None:
             budget = ram.ram_footprint(
                 m.n_in, m.n_hidden, m.n_out, batch=batch, eval_batch=batch,
                 d_present=m.D is not None, decorrelation=m.hyper.decorrelation,
+                readout_inputs=m.hyper.readout_inputs,
             )  # fmt: skip
             assert int(line.split(":")[1]) <= budget, (line, budget)
 
@@ -473,6 +551,18 @@ def test_sanitizer_build_is_clean_and_bit_exact(sanitized_harness, tmp_path) -> 
     mg = make_image(1, 32, 1, seed=19)
     stream, expected, _ = simulate(mg, mackey_glass_ops(1, 60, 19), 1, 2)
     assert_same(run_c(sanitized_harness, mg, stream, tmp_path, env=env), expected)
+    # The improved rules at their extremes: NLMS at μ near 2 over [xh, u, 1] with inputs at
+    # the clamp, a stored D, leak, the guard scaling big weights.
+    nl = make_image(
+        n_in, n, n_out, seed=20, wscale=40.0, D=20.0 * np.eye(n) + 0.5,
+        rule={"readout": "nlms", "readout_inputs": True, "readout_step": 1.99, "leak": 0.4,
+              "lr_hidden": 0.2, "radius_bound": 0.9, "guard_every": 3},
+    )  # fmt: skip
+    ops = gaussian_ops(nb, n_in, n_out, 25, seed=21, scale=300.0)
+    ops += [("step", ext, ext[:, :2], True), ("predict", ext, True)]
+    stream, expected, net = simulate(nl, ops, nb, 9, eval_cap=2)
+    assert_same(run_c(sanitized_harness, nl, stream, tmp_path, env=env), expected)
+    assert net.stats["guard_projections"] > 0
 
 
 def test_core_sources_use_no_heap_io_or_floating_point() -> None:

@@ -24,7 +24,57 @@ CASES = {
     "no_cap_big_lr": dict(batch=1, rule={"output_cap": False, "lr": 0.5, "sigma": 0.3}),
     "extreme_inputs": dict(batch=2, rule={"lr": 0.05, "sigma": 0.05}, scale=300.0),
     "big_weights_stored_d": dict(batch=1, rule={"lr": 0.2}, wscale=40.0, stored_d=True),
+    # The improved rules (§6.4-§6.7): NLMS over [xh, u, 1], leaky units, the hidden step
+    # normalised by the readout, the guard (a low bound, so that it scales R often).
+    "nlms_inputs_leak_batch2": dict(
+        batch=2,
+        rule={"readout": "nlms", "readout_inputs": True, "leak": 0.3, "lr_hidden": 1e-2},
+    ),
+    "nlms_guard_two_noisy": dict(
+        batch=1,
+        rule={
+            "readout": "nlms",
+            "readout_inputs": True,
+            "leak": 0.5,
+            "radius_bound": 0.5,
+            "guard_every": 5,
+            "two_noisy_passes": True,
+            "sigma": 0.05,
+        },
+    ),
+    "anp_inputs_leak_decorrelated_guard": dict(
+        batch=3,
+        rule={
+            "readout_inputs": True,
+            "leak": 0.7,
+            "decorrelation": True,
+            "eps": 1e-2,
+            "radius_bound": 0.3,
+            "guard_every": 4,
+            "lr_hidden": 0.05,
+        },
+    ),
+    "nlms_extreme_inputs_big_weights": dict(
+        batch=2,
+        rule={"readout": "nlms", "readout_inputs": True, "readout_step": 1.9, "lr_hidden": 0.2},
+        scale=300.0,
+        wscale=40.0,
+        stored_d=True,
+    ),
 }
+
+
+def _network(case: dict, n_in: int, n: int, n_out: int):
+    """The case's rule as fixed-point hyperparameters and its quantised weights (the
+    readout's input and bias columns, which Params.init starts at 0, drawn too)."""
+    config = RuleConfig(**{**PAPER_NETWORK, **case["rule"]})
+    p = Params.init(n_in, n, n_out, seed=4, readout_inputs=config.readout_inputs)
+    B = p.B.copy()
+    B[:, n:] = 0.3 * np.random.default_rng(8).standard_normal((n_out, B.shape[1] - n))
+    ws = case.get("wscale", 1.0)
+    A, R, Bq = (q(m * ws, W_FRAC) for m in (p.A, p.R, B))
+    D = q(np.eye(n) + 0.05, W_FRAC) if case.get("stored_d") else None
+    return hyper_from_rule(config.resolve(n_in, n, n_out)), A, R, Bq, D
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["loops", "numpy"])
@@ -32,11 +82,7 @@ CASES = {
 def test_simulator_equals_the_c_style_reference(name: str, compiled: bool) -> None:
     case = CASES[name]
     n_in, n, n_out, nb = 3, 6, 2, case["batch"]
-    p = Params.init(n_in, n, n_out, seed=4)
-    ws = case.get("wscale", 1.0)
-    A, R, B = (q(m * ws, W_FRAC) for m in (p.A, p.R, p.B))
-    D = q(np.eye(n) + 0.05, W_FRAC) if case.get("stored_d") else None
-    hyper = hyper_from_rule(RuleConfig(**PAPER_NETWORK, **case["rule"]).resolve(n_in, n, n_out))
+    hyper, A, R, B, D = _network(case, n_in, n, n_out)
     fx = FixedNet(A.copy(), R.copy(), B.copy(), None if D is None else D.copy(), hyper,
                   batch=nb, seed=11, compiled=compiled)  # fmt: skip
     cn = CNet(A, R, B, fx.D if D is None else D, hyper, nb, 11)
@@ -54,6 +100,10 @@ def test_simulator_equals_the_c_style_reference(name: str, compiled: bool) -> No
             assert fx.D.tolist() == cn.D, t
         assert fx.xh1.tolist() == cn.xh1 and fx.xh2.tolist() == cn.xh2, t
         assert fx.rng_counter == cn.p
+        assert fx.gv.tolist() == cn.gv and fx.total == cn.total, t
+    assert fx.stats["guard_projections"] == cn.projections
+    if hyper.bound_q:
+        assert cn.projections > 0  # the guard did scale R: its arithmetic was compared
 
 
 def _pair(hyper: Hyper, batch: int, compiled: bool, wscale: float = 1.0, stored_d=False):

@@ -13,7 +13,7 @@ from twinpass.firmware_sim import fixed_point as fp
 from twinpass.firmware_sim import tanh_table
 from twinpass.firmware_sim.fixed_point import FixedNet, gaussian_q16, noise_words, tanh_q16
 from twinpass.protocol.hyper import hyper_from_rule
-from twinpass.protocol.qformat import A_FRAC, ONE_A, ONE_W, W_FRAC, quantise_array
+from twinpass.protocol.qformat import A_FRAC, I32_MAX, I32_MIN, ONE_A, ONE_W, W_FRAC, quantise_array
 from twinpass.runtime import Params, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 
@@ -46,7 +46,7 @@ def test_tanh_is_within_two_lsb_odd_and_saturates() -> None:
     ref = np.tanh(a / ONE_A) * ONE_A
     assert np.max(np.abs(y - ref)) <= 2
     assert np.array_equal(tanh_q16(-a), -y)
-    ext = np.array([fp.I32_MIN, fp.I32_MAX, 8 * ONE_A, -8 * ONE_A], np.int64)
+    ext = np.array([I32_MIN, I32_MAX, 8 * ONE_A, -8 * ONE_A], np.int64)
     assert tanh_q16(ext).tolist() == [-ONE_A, ONE_A, ONE_A, -ONE_A]
 
 
@@ -138,7 +138,7 @@ def test_import_state_refuses_hidden_states_beyond_the_step_bound(
         assert np.abs(getattr(net, key)).max() == bound
     net.import_state(good)
     for key in ("xh1", "xh2", "xh_eval"):
-        for v in (bound + 1, -bound - 1, fp.I32_MAX):
+        for v in (bound + 1, -bound - 1, I32_MAX):
             zeros = np.zeros((2, net.n), np.int64)
             bad = {**good, "batch": 2, "xh1": zeros, "xh2": zeros.copy(), "xh_eval": zeros[:1]}
             bad[key] = bad[key].copy()

@@ -12,7 +12,7 @@ import pytest
 from twinpass.firmware_sim.firmware import Firmware
 from twinpass.firmware_sim.flash import Flash
 from twinpass.protocol import model_image as mi
-from twinpass.protocol.frame import Frame, FrameReader
+from twinpass.protocol.frame import PROTO_MAJOR, PROTO_MINOR, Frame, FrameReader
 from twinpass.protocol.messages import MsgType, pack_array
 from twinpass.protocol.qformat import A_FRAC, quantise_array
 from twinpass.runtime import Params, RuleConfig
@@ -65,7 +65,7 @@ def steps(t: int, k: int = 1, seed: int = 0) -> dict:
 @pytest.fixture
 def host(tmp_path: Path) -> Host:
     h = Host(Firmware(Flash(tmp_path / "flash.bin", durable=False)))
-    assert h.ok(MsgType.HELLO, {"proto": [1, 1]})["proto"] == [1, 1]
+    assert h.ok(MsgType.HELLO, {"proto": [1, 1]})["proto"] == [PROTO_MAJOR, PROTO_MINOR]
     deploy(h, image())
     return h
 

@@ -1,9 +1,9 @@
 """A C-style transcription of the firmware's arithmetic, written from docs/protocol.md §6.
 
-Scalar loops over Python ints, in the order a C loop would run, with every intermediate
-checked against the C type it would have (int32 for stored values, int64 for accumulators
-and products, uint32 for the generator; uint64 for the one product lr_q·gain_q and for the
-counters, which wrap). Python ints never wrap, so a value that would overflow in C raises
+Scalar loops over Python ints, in the order a C loop would run (the stability guard of §6.7
+included), with every intermediate checked against the C type it would have (int32 for
+stored values, int64 for accumulators and products, uint32 for the generator; uint64 for
+the products lr_q·gain_q, lrh_q·gain_q and for the counters, which wrap). Python ints never wrap, so a value that would overflow in C raises
 here instead of silently wrapping as NumPy's int64 would: equality with
 :class:`twinpass.firmware_sim.fixed_point.FixedNet` then shows both that the vectorised
 simulator computes what the document says and that the document's bounds hold.
@@ -83,6 +83,36 @@ def tanh_q16(a: int) -> int:
     return -y if a < 0 else y
 
 
+# The guard's exp2 table (§6.7): 2**(-2**-(k+1)) in Q30.
+EXP2 = [math.floor(2.0 ** (-(2.0 ** -(k + 1))) * (1 << 30) + 0.5) for k in range(16)]
+
+
+def log2_q16(x: int) -> int:
+    n = x.bit_length() - 1
+    y = x >> (n - 30) if n >= 30 else x << (30 - n)
+    r = 0
+    for _ in range(16):
+        y = c64(y * y + (1 << 29)) >> 30
+        r <<= 1
+        if y >= 1 << 31:
+            y >>= 1
+            r |= 1
+    return (n << 16) + r
+
+
+def exp2_neg_q30(x: int) -> int:
+    q, f = x >> 16, x & 0xFFFF
+    y = 1 << 30
+    for k in range(16):
+        if f & (1 << (15 - k)):
+            y = rsr(c64(y * EXP2[k]), 30)
+    return y if q == 0 else (0 if q > 62 else rsr(y, q))
+
+
+def guard_vector(n: int) -> list[int]:
+    return [-(1 << 19) if ((i * 0x9E3779B1) & M32) >> 31 else 1 << 19 for i in range(n)]
+
+
 class CNet:
     """One device: weights as lists of lists of ints, both replicas, the generator."""
 
@@ -99,6 +129,9 @@ class CNet:
         self.key = lowbias32(seed ^ 0x9E3779B9)
         self.p = 0
         self.counter = 0
+        self.total = 0
+        self.gv = guard_vector(self.n)
+        self.projections = 0
         self.xh1 = [[0] * self.n for _ in range(batch)]
         self.xh2 = [[0] * self.n for _ in range(batch)]
 
@@ -111,10 +144,15 @@ class CNet:
         g = (w0 & 0xFFFF) + (w0 >> 16) + (w1 & 0xFFFF) + (w1 >> 16) - 131070
         return rsr(c64(c64(g * 113512) * self.h.sigma_q), 32)
 
-    def hidden(self, x: list[int]) -> list[int]:
-        if self.D is None:
-            return x
-        return [sat(rsr(self._dot(self.D[i], x), 24), 1 << 20) for i in range(self.n)]
+    def hidden(self, x: list[int], prev: list[int]) -> list[int]:
+        v = x
+        if self.D is not None:
+            v = [sat(rsr(self._dot(self.D[i], x), 24), 1 << 20) for i in range(self.n)]
+        a = self.h.leak_q
+        return [c32(prev[i] + rsr(c64(a * (v[i] - prev[i])), 16)) for i in range(self.n)]
+
+    def features(self, xh: list[int], u: list[int]) -> list[int]:
+        return xh + u + [1 << 16] if self.h.readout_inputs else xh
 
     @staticmethod
     def _dot(row: list[int], v: list[int], acc: int = 0) -> int:
@@ -122,18 +160,45 @@ class CNet:
             acc = c64(acc + c64(w * x))
         return acc
 
+    def guard(self) -> None:
+        """§6.7, loop by loop."""
+        n = self.n
+        v = self.gv = self.gv if any(self.gv) else guard_vector(n)
+        n0 = sum(c64(x * x) for x in v)
+        w = v
+        shifts = 0
+        for _ in range(32):
+            w = [rsr(self._dot(self.R[i], w), 24) for i in range(n)]
+            m = max(abs(x) for x in w)
+            if m == 0:
+                return
+            s = m.bit_length() - 20
+            w = [rsr(x, s) for x in w] if s > 0 else [c64(x << -s) for x in w]
+            shifts += s
+        n1 = sum(c64(x * x) for x in w)
+        lr = 2 * (shifts << 16) + log2_q16(n1) - log2_q16(n0)
+        lb = 64 * (log2_q16(self.h.bound_q) - (16 << 16))
+        self.gv = w
+        if lr > lb:
+            scale = exp2_neg_q30(rsr(lr - lb, 6))
+            self.R = [[rsr(c64(r * scale), 30) for r in row] for row in self.R]
+            self.projections += 1
+
     def step(self, U: list[list[int]], Y: list[list[int]], learn: bool):
         h, nb, n, no = self.h, self.nb, self.n, self.n_out
+        n_z = no if h.readout == 0 else 0  # output noise only with the rule's own readout
         xi2 = [[self.sample() for _ in range(n)] for _ in range(nb)]
-        z2 = [[self.sample() for _ in range(no)] for _ in range(nb)]
+        z2 = [[self.sample() for _ in range(n_z)] + [0] * (no - n_z) for _ in range(nb)]
         if h.two_noisy:
             xi1 = [[self.sample() for _ in range(n)] for _ in range(nb)]
-            z1 = [[self.sample() for _ in range(no)] for _ in range(nb)]
+            z1 = [[self.sample() for _ in range(n_z)] + [0] * (no - n_z) for _ in range(nb)]
         else:
             xi1 = [[0] * n for _ in range(nb)]
             z1 = [[0] * no for _ in range(nb)]
         if h.resync_every and self.counter % h.resync_every == 0:
             self.xh2 = [row[:] for row in self.xh1]
+        if learn and h.bound_q and self.total and self.total % h.guard_every == 0:
+            self.guard()
         U = [[sat(v, 1 << 23) for v in row] for row in U]
         Y = [[sat(v, 1 << 23) for v in row] for row in Y]
         xp = [[], []]
@@ -146,9 +211,10 @@ class CNet:
                     for i in range(n)
                 ]
                 p = [c32(sat32(a[i] + xi[s][i])) for i in range(n)]
-                x = self.hidden([tanh_q16(v) for v in p])
+                x = self.hidden([tanh_q16(v) for v in p], xh[s])
+                f = self.features(x, U[s])
                 b = [
-                    c32(sat32(sat32(rsr(self._dot(self.B[o], x), 24)) + z[s][o])) for o in range(no)
+                    c32(sat32(sat32(rsr(self._dot(self.B[o], f), 24)) + z[s][o])) for o in range(no)
                 ]
                 xp[r].append(p)
                 xhn[r].append(x)
@@ -162,17 +228,27 @@ class CNet:
                     tot = c64(tot + e * e)
                 losses[r].append(tot // no)
         if learn:
-            self._update(losses, xp, bo, U, xhn[0])
+            self._update(losses, xp, bo, U, Y, xhn[0])
         self.xh1, self.xh2 = xhn[0], xhn[1]
         self.counter = (self.counter + 1) & ((1 << 64) - 1)  # u64, wrapping
+        self.total = (self.total + 1) & ((1 << 64) - 1)
         if learn and h.decorrelation:
             self._decorrelate(self.xh1)
         return bo[0], sum(losses[0]) // nb, sum(losses[1]) // nb
 
-    def _update(self, losses, xp, bo, U, xh_new) -> None:
+    def _update(self, losses, xp, bo, U, Y, xh_new) -> None:
         h, nb, n, no = self.h, self.nb, self.n, self.n_out
+        f1 = [self.features(xh_new[s], U[s]) for s in range(nb)]
         # The one uint64 product (§6.5): u32 · u32 + 2**23 < 2**64, rounded, then clamped.
         lg = min(cu64(cu64(h.lr_q * h.gain_q) + (1 << 23)) >> 24, 1 << 24)
+        lgh = min(cu64(cu64(h.lrh_q * h.gain_q) + (1 << 23)) >> 24, 1 << 24)
+        if h.readout != 0:
+            nbh = 0
+            for o in range(no):
+                for j in range(n):
+                    b = rsr(self.B[o][j], 8)
+                    nbh = min(c64(nbh + c64(b * b)), 1 << 61)
+            lgh = div(c64(lgh << 32), c64((1 << 32) + nbh))
         kh, ko = [], []
         for s in range(nb):
             dl = sat(losses[1][s] - losses[0][s], 1 << 38)
@@ -180,27 +256,31 @@ class CNet:
             db = [sat(bo[1][s][o] - bo[0][s][o], 1 << 23) for o in range(no)]
             nda = min(sum(v * v for v in da), 1 << 56)
             ndb = min(sum(v * v for v in db), 1 << 56)
-            g = sat(div(c64(dl * lg), c64(nda * nb)), 1 << 38)
+            g = sat(div(c64(dl * lgh), c64(nda * nb)), 1 << 38)
             kh.append([sat(rsr(c64(g * v), 8), 1 << 33) for v in da])
-            lgo = lg
-            if h.output_cap:
-                nx = c64(sum(v * v for v in xh_new[s]))
-                if nx > 0:
-                    lgo = min(lg, div(1 << 55, nx))
-            go = sat(div(c64(dl * lgo), c64(ndb * nb)), 1 << 38)
-            ko.append([sat(rsr(c64(go * v), 8), 1 << 33) for v in db])
+            nf = c64(sum(c64(v * v) for v in f1[s]))
+            if h.readout == 0:
+                lgo = lg
+                if h.output_cap and nf > 0:
+                    lgo = min(lg, div(1 << 55, nf))
+                go = sat(div(c64(dl * lgo), c64(ndb * nb)), 1 << 38)
+                ko.append([sat(rsr(c64(go * v), 8), 1 << 33) for v in db])
+            else:
+                den = c64(c64(min(nf, 1 << 56) + 4295) * nb)
+                es = [sat(bo[0][s][o] - Y[s][o], 1 << 23) for o in range(no)]
+                ko.append([sat(div(c64(c64(h.mu_q * e) * (1 << 22)), den), 1 << 33) for e in es])
 
-        def apply(W, k, pre, rows, cols):
+        def apply(W, k, pre, rows, cols, shift=24):
             for i in range(rows):
                 for j in range(cols):
                     acc = 0
                     for s in range(nb):
                         acc = c64(acc + c64(k[s][i] * pre[s][j]))
-                    W[i][j] = sat32(W[i][j] - rsr(acc, 24))
+                    W[i][j] = sat32(W[i][j] - rsr(acc, shift))
 
         apply(self.A, kh, U, n, self.n_in)
         apply(self.R, kh, self.xh1, n, n)
-        apply(self.B, ko, xh_new, no, n)
+        apply(self.B, ko, f1, no, len(f1[0]), 24 if h.readout == 0 else 14)
 
     def _decorrelate(self, xh) -> None:
         nb, n, D = self.nb, self.n, self.D

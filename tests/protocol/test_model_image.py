@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 
@@ -74,16 +77,18 @@ def test_messages_name_the_problem() -> None:
     image = bytearray(mi.quantise(params(n=3), Hyper()))
     with pytest.raises(mi.ModelImageError, match="not a twinpass model image"):
         mi.parse(b"XXXX" + bytes(image[4:]))
-    # A newer format with a valid header CRC: refused by version, not by CRC.
-    import struct
-    import zlib
-
-    newer = bytearray(image)
-    newer[4:6] = struct.pack("<H", 2)
-    newer[60:64] = struct.pack("<I", zlib.crc32(bytes(newer[:60])))
-    with pytest.raises(mi.ModelImageError, match="format 2 is not supported"):
-        mi.parse(bytes(newer))
+    # Another format, older or newer, with a valid header CRC: refused by its version,
+    # naming both (not as a corrupted image).
+    for version in (1, 3):
+        other = bytearray(image)
+        other[4:6] = struct.pack("<H", version)
+        other[92:96] = struct.pack("<I", zlib.crc32(bytes(other[:92])))
+        with pytest.raises(
+            mi.ModelImageError,
+            match=f"format {version} is not supported \\(this firmware reads format 2\\)",
+        ):
+            mi.parse(bytes(other))
     payload_hit = bytearray(image)
-    payload_hit[70] ^= 1
+    payload_hit[mi.HEADER.size + 6] ^= 1
     with pytest.raises(mi.ModelImageError, match="payload CRC"):
         mi.parse(bytes(payload_hit))
