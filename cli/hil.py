@@ -83,6 +83,14 @@ def stream(
 @click.option("--lr", type=float, default=RuleConfig().lr, show_default=True)
 @click.option("--sigma", type=float, default=RuleConfig().sigma, show_default=True)
 @click.option(
+    "--readout",
+    type=click.Choice(["nlms", "anp"]),
+    default="nlms",
+    show_default=True,
+    help="nlms: the learner's network (leaky units, [hidden, input, 1] readout, guard) with "
+    "the normalised-LMS readout; anp: the paper's network and readout.",
+)
+@click.option(
     "--window",
     type=click.IntRange(1),
     default=1,
@@ -118,6 +126,7 @@ def hil(
     seed: int,
     lr: float,
     sigma: float,
+    readout: str,
     window: int,
     firmware: str,
     ram: int | None,
@@ -132,9 +141,14 @@ def hil(
       twinpass hil --firmware qemu --hidden 32 --steps 2000
     """
     report = Reporter(quiet=quiet)
-    # The firmwares run the paper's network and readout (in fixed point); the host runs
-    # the same rule beside them.
-    config = RuleConfig(lr=lr, sigma=sigma, **PAPER_NETWORK)
+    # The firmwares run the learner's network with the NLMS readout (RLS stays on the
+    # host, docs/design.md §8), or the paper's network and readout; the host runs the same
+    # rule beside them.
+    config = (
+        RuleConfig(lr=lr, sigma=sigma, readout="nlms")
+        if readout == "nlms"
+        else RuleConfig(lr=lr, sigma=sigma, **PAPER_NETWORK)
+    )
     the_task = make_task(task)
     train, test = the_task.train, the_task.test
     n_in, n_out = the_task.n_in, the_task.n_out

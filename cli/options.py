@@ -276,8 +276,9 @@ def rule_config_from_options(opts: dict[str, Any]) -> RuleConfig:
 
 
 def fit_rule_to_device(config: RuleConfig, device: Device, explicit: set[str]) -> RuleConfig:
-    """The rule a device can run: the paper's readout and units on a device that offers
-    no other (until it does), unless the user asked for them explicitly.
+    """The rule a device can run: the learner's network with the NLMS readout on a device
+    that offers NLMS but not the configured readout, the paper's readout and units on a
+    device that offers neither, unless the user asked for them explicitly.
 
     An explicit choice the device cannot run is left as it is: the device refuses it
     with a message naming what it offers.
@@ -285,6 +286,9 @@ def fit_rule_to_device(config: RuleConfig, device: Device, explicit: set[str]) -
     info = device.info()
     if config.readout in info.readouts or explicit & {"readout", "readout_inputs", "leak"}:
         return config
+    if "nlms" in info.readouts:
+        # The exact readout's nearest a device runs: the learner's network, NLMS's step.
+        return config.replace(readout="nlms")
     return config.replace(**PAPER_NETWORK)
 
 
