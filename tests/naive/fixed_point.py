@@ -3,10 +3,11 @@
 Scalar loops over Python ints, in the order a C loop would run (the stability guard of §6.7
 included), with every intermediate checked against the C type it would have (int32 for
 stored values, int64 for accumulators and products, uint32 for the generator; uint64 for
-the products lr_q·gain_q, lrh_q·gain_q and for the counters, which wrap). Python ints never wrap, so a value that would overflow in C raises
-here instead of silently wrapping as NumPy's int64 would: equality with
-:class:`twinpass.firmware_sim.fixed_point.FixedNet` then shows both that the vectorised
-simulator computes what the document says and that the document's bounds hold.
+the products lr_q·gain_q, lrh_q·gain_q and for the counters, which wrap). Python ints
+never wrap, so a value that would overflow in C raises here instead of silently wrapping
+as NumPy's int64 would: equality with :class:`twinpass.firmware_sim.fixed_point.FixedNet`
+then shows both that the vectorised simulator computes what the document says and that
+the document's bounds hold.
 """
 
 from __future__ import annotations
