@@ -9,7 +9,15 @@ parameters and their published sources: :mod:`.analog_model`; the compiled kerne
 Learning on it:
 
 - ANP (and DANP) always run as **two noisy passes**: both replicas are passes through the
-  substrate, and ``dl``, ``da``, ``db`` are what the ADC measured. The rule's ``sigma``
+  substrate, and ``dl``, ``da``, ``db`` are what the ADC measured.
+- The readout: the output tile learned by the rule's own estimate (``readout="anp"``, the
+  paper's network), or, as analog accelerators do, in the digital periphery: a float32
+  matrix over ``[xh, u, 1]`` learned exactly by NLMS or RLS from the measured hidden
+  state, while the hidden tile learns by ANP from the two noisy passes. The units' leak
+  is digital (the state lives in the periphery between passes). The stability guard reads
+  R from the tile between blocks, every ``guard_every`` steps, and reprograms the hidden
+  tile scaled onto the bound when R's spectral radius exceeds it (a real write, with its
+  programming noise). The rule's ``sigma``
   adds digital node noise to both replicas on top (0 is allowed: the substrate's own noise
   is then the only perturbation).
 - NP and WP get only what the hardware exposes: their own digital noise (node noise
@@ -31,6 +39,7 @@ from twinpass.core.errors import ConfigError, DeviceError, ShapeError
 from twinpass.core.rule_spec import RuleSpec
 from twinpass.kernels import analog as ka
 from twinpass.kernels.api import Dims, network_dims
+from twinpass.kernels.guard import GUARD_ITERS, estimate_spectral_radius
 from twinpass.kernels.perturbation import RULE_ANP, RULE_NP
 from twinpass.kernels.rng import new_rng_state
 
@@ -42,13 +51,15 @@ from .base import (
     StepResult,
     check_batch,
     check_label_delay,
-    check_paper_network,
     check_params,
     check_rule,
 )
 from .host import as_block
 
 RULES = ("anp", "np", "wp")
+#: The readouts: the output tile (the rule's own estimate), or digital NLMS and RLS.
+READOUTS = ("anp", "nlms", "rls")
+READOUT_CODES = {"anp": ka.READOUT_ANP, "nlms": ka.READOUT_NLMS, "rls": ka.READOUT_RLS}
 RULE_CODES = {"anp": RULE_ANP, "np": RULE_NP, "wp": ka.RULE_WP}
 TILES = ("H", "O", "D")
 _STREAM_KEYS = (0, 0x5851F42D4C957F2D, 0x2545F4914F6CDD1D)
@@ -123,8 +134,10 @@ class AnalogDevice:
         return DeviceInfo(
             name=self.name,
             description=f"simulated noisy analog crossbar: preset {self.preset}, noise x"
-            f"{self.noise_scale:g}, {self.update} pulsed updates; ANP uses two noisy passes",
+            f"{self.noise_scale:g}, {self.update} pulsed updates; ANP uses two noisy passes; "
+            "the readout in the tile or in the digital periphery",
             rules=RULES,
+            readouts=READOUTS,
             dtypes=("float32",),
             exact=False,
             extra={
@@ -162,7 +175,12 @@ class AnalogDevice:
             (dims.n_in, dims.n_hidden, dims.n_out),
             why=" (BP needs exact gradients, which an analog substrate does not give)",
         )
-        check_paper_network(spec, self.name)
+        digital = spec.readout != "anp"
+        if not digital and spec.readout_inputs:
+            raise ConfigError(
+                "the analog output tile reads the hidden state only: use readout_inputs=False "
+                "(--no-readout-inputs), or a digital readout (--readout nlms or rls)"
+            )
         check_label_delay(label_delay, 0, self.name)
         self._dims: Dims = dims
         self._rule: RuleSpec = spec
@@ -174,14 +192,15 @@ class AnalogDevice:
         self._counters = np.zeros(3, np.int64)
         tiles = {
             "H": _Tile(n, n_in + n, True),
-            "O": _Tile(n_out, n, True),
+            "O": _Tile(n_out, n, not digital),
             "D": _Tile(n, n, self._decor),
         }
         targets = {"H": np.hstack([A, R]), "O": B, "D": D}
         p = self.params
         for key, tile in tiles.items():
             if not tile.active:
-                tile.W[...] = D  # held digitally, never used without decorrelation
+                # held digitally, never used: D without decorrelation, B with a digital readout
+                tile.W[...] = D if key == "D" else B[:, :n]
                 continue
             m = float(np.max(np.abs(targets[key])))
             if not np.isfinite(m):
@@ -198,6 +217,19 @@ class AnalogDevice:
                 0,
             )
         self._tiles = tiles
+        f = B.shape[1]
+        rls = spec.readout == "rls"
+        # The digital periphery: the readout, RLS's state, the guard's warm start and count.
+        self._digital = {
+            "B": B.copy() if digital else np.zeros((n_out, f), np.float32),
+            "P": np.eye(f) * spec.readout_p0 if rls else np.zeros((0, 0)),
+            "ph": np.zeros((2, f)),
+            "pend": np.zeros(1, np.int64),
+            "counts": np.zeros(3, np.int64),  # RLS resets, RLS bounds, guard projections
+            "gv": np.full(n, 1.0 / np.sqrt(n)),
+            "since_guard": np.zeros(1, np.int64),
+        }
+        self._feat = np.zeros((nb, f), np.float32)
         self._xh1 = np.zeros((nb, n), np.float32)
         self._xh2 = np.zeros((nb, n), np.float32)
         self._xh_eval = np.zeros((nb, n), np.float32)
@@ -233,6 +265,7 @@ class AnalogDevice:
             "nzO": np.zeros((4, nb, d.n_out), np.float32),
             "x": np.zeros((nb, n), np.float32),
             "xhn": np.zeros((nb, n), np.float32),
+            "feat": np.zeros((nb, self._feat.shape[1]), np.float32),
         }
 
     def read_model(self) -> dict[str, np.ndarray]:
@@ -241,12 +274,16 @@ class AnalogDevice:
         return {
             "A": t["H"].W[:, :n_in].copy(),
             "R": t["H"].W[:, n_in:].copy(),
-            "B": t["O"].W.copy(),
+            "B": self._digital["B"].copy() if self._is_digital() else t["O"].W.copy(),
             "D": t["D"].W.copy(),
         }
 
     def max_abs_weight(self) -> float:
-        return max(float(np.max(np.abs(t.W))) for t in self._loaded().values())
+        tiles = self._loaded()
+        big = max(float(np.max(np.abs(t.W))) for k, t in tiles.items() if t.active or k == "D")
+        if self._is_digital():
+            big = max(big, float(np.max(np.abs(self._digital["B"]))))
+        return big
 
     def reset_state(self) -> None:
         self._loaded()
@@ -268,6 +305,7 @@ class AnalogDevice:
         loss2 = np.zeros(T)
         r = self._rule
         w = self._ws
+        dg = self._digital
         H, O, D = t["H"], t["O"], t["D"]
         scales = np.array([H.scale[0], O.scale[0], D.scale[0]])
         applied = ka.analog_block(
@@ -279,8 +317,43 @@ class AnalogDevice:
             r.output_cap,
             w["work"], w["work_out"], w["zbuf"], w["xbuf"], w["alpha"], w["nzH"], w["nzO"],
             w["pmax"], w["q"], w["nbuf"], w["EH"], w["EO"],
+            READOUT_CODES[r.readout], dg["B"], dg["P"], dg["ph"], dg["pend"], dg["counts"],
+            self._feat, r.lr_hidden, r.leak, r.readout_step, r.forgetting, r.readout_p0,
         )  # fmt: skip
+        if applied == T:
+            self._guard(T)
         return StepResult(pred, loss1, loss2, int(applied))
+
+    def counts(self) -> dict[str, int]:
+        """The digital periphery's event counters (RLS resets and bounds, guard scalings)."""
+        c = self._digital["counts"]
+        return {"rls_resets": int(c[0]), "rls_bounds": int(c[1]), "guard_projections": int(c[2])}
+
+    def _guard(self, steps: int) -> None:
+        """The stability guard between blocks: once ``guard_every`` steps have passed, read
+        R from the tile and, if its spectral radius exceeds the bound, program the hidden
+        tile with R scaled onto it (A unchanged)."""
+        bound = self._rule.radius_bound
+        if bound is None:
+            return
+        dg = self._digital
+        dg["since_guard"][0] += steps
+        if dg["since_guard"][0] < self._rule.guard_every:
+            return
+        dg["since_guard"][0] = 0
+        H = self._loaded()["H"]
+        n_in = self._dims.n_in
+        R = np.ascontiguousarray(H.W[:, n_in:], dtype=np.float64)
+        rho = estimate_spectral_radius(R, dg["gv"], GUARD_ITERS)
+        if not rho > bound:
+            return
+        target = np.ascontiguousarray(H.W, dtype=np.float32).copy()
+        target[:, n_in:] *= np.float32(bound / rho)
+        ka.program_tile(
+            target, H.dev, H.tw, H.W, H.scale[0], self._prm, self._rngs[ka.R_SUB],
+            int(self._counters[ka.C_CLOCK]),
+        )  # fmt: skip
+        dg["counts"][2] += 1
 
     def predict(self, inputs: np.ndarray, *, reset: bool = True) -> np.ndarray:
         t = self._loaded()
@@ -296,7 +369,8 @@ class AnalogDevice:
         ka.analog_forward_block(
             t["H"].W, t["O"].W, t["D"].W, scales, self._prm, self._xh_eval, U, pred,
             self._decor, self._rngs[ka.R_EVAL], e["zbuf"], e["xbuf"], e["alpha"], e["nzH"],
-            e["nzO"], e["x"], e["xhn"],
+            e["nzO"], e["x"], e["xhn"], READOUT_CODES[self._rule.readout],
+            self._digital["B"], e["feat"], self._rule.leak,
         )  # fmt: skip
         return pred
 
@@ -339,6 +413,9 @@ class AnalogDevice:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _is_digital(self) -> bool:
+        return self._rule.readout != "anp"
+
     def _two_noisy(self) -> bool:
         """ANP always learns from two noisy passes here; NP as configured; WP never."""
         if self._code == RULE_ANP:
@@ -357,6 +434,10 @@ class AnalogDevice:
         for key, tile in tiles.items():
             for name, arr in tile.arrays().items():
                 state[f"tile.{key}.{name}"] = arr
+        # The paper's network keeps nothing in the periphery (its checkpoints stay as before).
+        if self._is_digital() or self._rule.radius_bound is not None:
+            for name, arr in self._digital.items():
+                state[f"digital.{name}"] = arr
         return state
 
     def _check_open(self) -> None:

@@ -35,8 +35,18 @@ from numba import njit
 
 from .activation import tanh_into
 from .decorrelation import decor_prepare
-from .perturbation import FASTMATH, _all_finite, _mean_losses
+from .perturbation import (
+    FASTMATH,
+    _all_finite,
+    _features,
+    _leak,
+    _mean_losses,
+    _outputs,
+    _update_small,
+    exact_readout_hidden_step,
+)
 from .perturbation import update_coefficients as _coefficients
+from .readout import READOUT_ANP, READOUT_NLMS, READOUT_RLS, nlms_coefficients, rls_flush, rls_step
 from .rng import fill_normal_inline as fill_normal
 from .rng import next_normal_inline, next_uniform_inline
 
@@ -64,9 +74,12 @@ C_RESYNC, C_CLOCK, C_LAST = range(3)
 # Rows of the hidden work array (nw, nb, N) of analog_block.
 AW_XI1, AW_XI2, AW_XP1, AW_XP2, AW_X1, AW_X2, AW_XHN1, AW_XHN2, AW_CH, AW_TMP = range(10)
 N_AWORK = 10
-# Rows of the output work array (no, nb, n_out).
-AO_ZETA1, AO_ZETA2, AO_B1, AO_B2, AO_CO = range(5)
-N_AWORK_OUT = 5
+# Rows of the output work array (no, nb, n_out); AO_BIN: the digital readout's input and
+# bias share of both replicas' outputs.
+AO_ZETA1, AO_ZETA2, AO_B1, AO_B2, AO_CO, AO_BIN = range(6)
+N_AWORK_OUT = 6
+# The digital readout's event counters (dcounts): RLS's resets and bounds of P.
+D_RLS_RESET, D_RLS_BOUND = range(2)
 # Rows of an input buffer (5, nb, cols): raw input of replica 1, then DAC'd input and its
 # square for both replicas.
 Z_RAW, Z_Q1, Z_SQ1, Z_Q2, Z_SQ2 = range(5)
@@ -526,13 +539,26 @@ def analog_block(
     U, Y, pred, loss1, loss2,
     rule, lr, sigma, eps, gain, decor, two_noisy, resync_every, out_cap,
     work, work_out, zbuf, xbuf, alpha, nzH, nzO, pmax, q, nbuf, EH, EO,
+    readout, Bd, P, ph, pend, dcounts, feat, lrh, leak, mu, lam, p0,
 ):  # fmt: skip
     """ANP, NP or WP on the substrate over a block of T steps; returns the steps completed.
 
     Tiles: hidden ``WH = [A | R]`` (N, n_in + N) reading ``[u, xh]``; output ``WO = B``
-    reading xh; decorrelation ``WD = D`` reading x when ``decor`` (otherwise xh = x).
-    ``scales`` (3,): the tiles' weight scales. Both replicas are passes through the noisy
-    substrate; the rule sees only what the ADC measured plus its own digital noise.
+    reading xh; decorrelation ``WD = D`` reading x when ``decor`` (otherwise x). The
+    units leak digitally, xh' = (1 - leak) xh + leak x (x the tanh of the measured
+    pre-activations, or D's output), since the state lives in the periphery between
+    passes. ``scales`` (3,): the tiles' weight scales. Both replicas are passes through
+    the noisy substrate; the rule sees only what the ADC measured plus its own digital
+    noise. The hidden tile learns with step ``lrh``.
+
+    ``readout``: READOUT_ANP, the output tile learned by the rule's estimate (step ``lr``,
+    output noise zeta); otherwise the readout lives in the digital periphery, as on analog
+    accelerators: ``Bd`` (n_out, F) float32 over ``feat`` = [xh', u, 1] (F = N + n_in + 1)
+    or xh' (F = N), learned by NLMS (step ``mu``) or RLS (``P`` (F, F) float64, ``ph``
+    (2, F), ``pend`` (1,), forgetting ``lam``, bound ``p0``; counters ``dcounts``), both
+    replicas read exactly (no output noise), and the hidden step is normalised by
+    ``1 + ‖B_h‖²`` as on the host (:func:`.perturbation.exact_readout_hidden_step`). The
+    output tile is then unused (WP, whose perturbation lives in it, keeps readout ANP).
     Per step: a refresh of drift and 1/f noise when ``refresh_every`` steps have passed
     (substrate rng); node noise xi2, zeta2, then (two_noisy) xi1, zeta1 of std sigma (node
     rng; WP instead draws E_H then E_O); the MVMs of the hidden, decorrelation and output
@@ -559,15 +585,21 @@ def analog_block(
     b1 = work_out[AO_B1]
     b2 = work_out[AO_B2]
     co = work_out[AO_CO]
+    bin_ = work_out[AO_BIN]
     is_wp = rule == RULE_WP
     node_noise = rule != RULE_WP and sigma > 0.0
+    digital = readout != READOUT_ANP
     if not (two_noisy and node_noise):
         xi1[:] = 0
         zeta1[:] = 0
     if not node_noise:
         xi2[:] = 0
         zeta2[:] = 0
+    if digital:
+        zeta1[:] = 0
+        zeta2[:] = 0
     lr_nb = lr / nb
+    lrh_nb = lrh / nb
     eps_nb = eps / nb
     done = T
     for s in range(T):
@@ -576,16 +608,19 @@ def analog_block(
         if refresh_every > 0 and clock - counters[C_LAST] >= refresh_every:
             last = counters[C_LAST]
             _refresh_tile(devH, twH, WH, scales[0], prm, rng_sub, clock, last, nbuf)
-            _refresh_tile(devO, twO, WO, scales[1], prm, rng_sub, clock, last, nbuf)
+            if not digital:
+                _refresh_tile(devO, twO, WO, scales[1], prm, rng_sub, clock, last, nbuf)
             if decor:
                 _refresh_tile(devD, twD, WD, scales[2], prm, rng_sub, clock, last, nbuf)
             counters[C_LAST] = clock
         if node_noise:
             fill_normal(rng_node, sigma, xi2)
-            fill_normal(rng_node, sigma, zeta2)
+            if not digital:
+                fill_normal(rng_node, sigma, zeta2)
             if two_noisy:
                 fill_normal(rng_node, sigma, xi1)
-                fill_normal(rng_node, sigma, zeta1)
+                if not digital:
+                    fill_normal(rng_node, sigma, zeta1)
         if is_wp:
             fill_normal(rng_node, sigma, EH)
             fill_normal(rng_node, sigma, EO)
@@ -616,17 +651,23 @@ def analog_block(
         else:
             xhn1[:] = x1
             xhn2[:] = x2
-        _dac(xhn1, xbuf[Z_Q1], xbuf[Z_SQ1], alpha[0], prm)
-        _dac(xhn2, xbuf[Z_Q2], xbuf[Z_SQ2], alpha[1], prm)
-        _mvm(
-            WO, scales[1], xbuf[Z_Q1], xbuf[Z_SQ1], alpha[0], xbuf[Z_Q2], xbuf[Z_SQ2],
-            alpha[1], True, EO, is_wp, b1, b2, nzO, prm, rng_sub,
-        )  # fmt: skip
-        for b in range(nb):
-            for o in range(b1.shape[1]):
-                b1[b, o] += zeta1[b, o]
-                b2[b, o] += zeta2[b, o]
-                pred[s, b, o] = b1[b, o]
+        _leak(xhn1, xh1, leak)
+        _leak(xhn2, xh2, leak)
+        if digital:
+            _features(feat, xhn1, u)
+            _outputs(Bd, feat, xhn2, zeta1, zeta2, b1, b2, bin_, False, pred[s])
+        else:
+            _dac(xhn1, xbuf[Z_Q1], xbuf[Z_SQ1], alpha[0], prm)
+            _dac(xhn2, xbuf[Z_Q2], xbuf[Z_SQ2], alpha[1], prm)
+            _mvm(
+                WO, scales[1], xbuf[Z_Q1], xbuf[Z_SQ1], alpha[0], xbuf[Z_Q2], xbuf[Z_SQ2],
+                alpha[1], True, EO, is_wp, b1, b2, nzO, prm, rng_sub,
+            )  # fmt: skip
+            for b in range(nb):
+                for o in range(b1.shape[1]):
+                    b1[b, o] += zeta1[b, o]
+                    b2[b, o] += zeta2[b, o]
+                    pred[s, b, o] = b1[b, o]
         l1, l2 = _mean_losses(b1, b2, Y[s])
         loss1[s] = l1
         loss2[s] = l2
@@ -646,10 +687,20 @@ def analog_block(
                     rule, b, xp1, xp2, b1, b2, xi1, xi2, zeta1, zeta2, xhn1, Y[s],
                     gain, sigma, lr, out_cap, ch, co,
                 )  # fmt: skip
-            _apply_update(WH, devH, twH, chiH, scales[0], ch, zbuf[Z_RAW], lr_nb, q, 0.0,
+            lh = exact_readout_hidden_step(lrh_nb, Bd, n) if digital else lrh_nb
+            _apply_update(WH, devH, twH, chiH, scales[0], ch, zbuf[Z_RAW], lh, q, 0.0,
                           EH, 0.0, pmax, prm, rng_sub, clock)  # fmt: skip
-            _apply_update(WO, devO, twO, chiO, scales[1], co, xhn1, lr_nb, q, 0.0,
-                          EO, 0.0, pmax, prm, rng_sub, clock)  # fmt: skip
+            if readout == READOUT_NLMS:
+                for b in range(nb):
+                    nlms_coefficients(Bd, feat[b], Y[s, b], mu, co, b)
+                _update_small(Bd, co, feat, 1.0 / nb)
+            elif readout == READOUT_RLS:
+                for b in range(nb):
+                    rls_step(Bd, P, ph[0], pend, feat[b], Y[s, b], ph[1], lam, p0, dcounts,
+                             D_RLS_RESET, D_RLS_BOUND)  # fmt: skip
+            else:
+                _apply_update(WO, devO, twO, chiO, scales[1], co, xhn1, lr_nb, q, 0.0,
+                              EO, 0.0, pmax, prm, rng_sub, clock)  # fmt: skip
         if decor:
             decor_prepare(WD, xhn1, tmp, q)
             _apply_update(WD, devD, twD, chiD, scales[2], xhn1, tmp, eps_nb, q, eps_nb,
@@ -658,16 +709,21 @@ def analog_block(
         xh2[:] = xhn2
         counters[C_RESYNC] += 1
         counters[C_CLOCK] += 1
+    if readout == READOUT_RLS:
+        rls_flush(P, ph[0], pend, lam)
     return done
 
 
 @njit(cache=True, fastmath=FASTMATH, error_model="numpy")
 def analog_forward_block(
-    WH, WO, WD, scales, prm, xh, U, pred, decor, rng, zbuf, xbuf, alpha, nzH, nzO, x, xhn
-):
+    WH, WO, WD, scales, prm, xh, U, pred, decor, rng, zbuf, xbuf, alpha, nzH, nzO, x, xhn,
+    readout, Bd, feat, leak,
+):  # fmt: skip
     """Predict a block through the noisy substrate (one replica, no learning, no time).
 
-    Noise from ``rng`` (the evaluation generator); advances ``xh`` in place.
+    Noise from ``rng`` (the evaluation generator); advances ``xh`` in place. The units
+    leak and the readout is read as in :func:`analog_block` (the output tile, or ``Bd``
+    over ``feat`` in the digital periphery).
     """
     _nb, _n = xh.shape
     n_in = U.shape[2]
@@ -681,9 +737,20 @@ def analog_forward_block(
         if decor:
             _dac(x, xbuf[Z_Q1], xbuf[Z_SQ1], alpha[0], prm)
             _mvm(WD, scales[2], xbuf[Z_Q1], xbuf[Z_SQ1], alpha[0], xbuf[Z_Q1], xbuf[Z_SQ1],
-                 alpha[0], False, WD, False, xh, xh, nzH, prm, rng)  # fmt: skip
+                 alpha[0], False, WD, False, xhn, xhn, nzH, prm, rng)  # fmt: skip
         else:
-            xh[:] = x
+            xhn[:] = x
+        _leak(xhn, xh, leak)
+        xh[:] = xhn
+        if readout != READOUT_ANP:
+            _features(feat, xh, u)
+            for b in range(xh.shape[0]):
+                for o in range(Bd.shape[0]):
+                    acc = Bd.dtype.type(0)
+                    for j in range(Bd.shape[1]):
+                        acc += Bd[o, j] * feat[b, j]
+                    pred[s, b, o] = acc
+            continue
         _dac(xh, xbuf[Z_Q1], xbuf[Z_SQ1], alpha[0], prm)
         _mvm(WO, scales[1], xbuf[Z_Q1], xbuf[Z_SQ1], alpha[0], xbuf[Z_Q1], xbuf[Z_SQ1],
              alpha[0], False, WO, False, pred[s], pred[s], nzO, prm, rng)  # fmt: skip

@@ -284,6 +284,22 @@ def update_coefficients(
 
 
 @njit(inline="always")
+def exact_readout_hidden_step(lrh_nb, B, n):
+    """The hidden layer's step under an exact readout: ``lrh_nb / (1 + ‖B_h‖²)``.
+
+    The loss difference scales with the readout's weights on the hidden state (its first
+    ``n`` columns), and an exact readout's can be large: normalised so, the change the
+    hidden step makes in the output is the same whatever the readout's scale
+    (docs/design.md §5).
+    """
+    nbh = 1.0
+    for o in range(B.shape[0]):
+        for j in range(n):
+            nbh += np.float64(B[o, j]) * B[o, j]
+    return lrh_nb / nbh
+
+
+@njit(inline="always")
 def _update_small(M, c, p, scale):
     """Immediate update of a small matrix (A or B): M -= scale * sum_b c[b] ⊗ p[b].
 
@@ -356,15 +372,7 @@ def _learn_recorded(
             gain, sigma, lr, out_cap, ch, co,
         )  # fmt: skip
     if readout != READOUT_ANP:
-        # The loss difference scales with the readout's weights on the hidden state, and
-        # an exact readout's can be large: normalise the hidden step by ‖B_h‖², so that
-        # the change it makes in the output is the same whatever the readout's scale
-        # (docs/design.md §5).
-        nbh = 1.0
-        for o in range(B.shape[0]):
-            for j in range(xp1.shape[1]):
-                nbh += np.float64(B[o, j]) * B[o, j]
-        lrh_nb = lrh_nb / nbh
+        lrh_nb = exact_readout_hidden_step(lrh_nb, B, xp1.shape[1])
     _update_small(A, ch, ru, lrh_nb)
     if readout == READOUT_ANP:
         _update_small(B, co, rf, lr_nb)

@@ -247,6 +247,7 @@ def test_make_device_presets_and_errors() -> None:
     assert dev.params.dw_c2c == pytest.approx(2 * PRESETS["rram"].dw_c2c)
     assert set(dev.info().extra["presets"]) == {"pcm", "rram", "ideal"}
     assert dev.info().rules == ("anp", "np", "wp")
+    assert dev.info().readouts == ("anp", "nlms", "rls")
     for bad in ("analog:nope", "analog:pcm:x"):
         with pytest.raises(ConfigError):
             make_device(bad)
@@ -326,3 +327,71 @@ def test_anp_on_pcm_lowers_mackey_glass_mse_5x() -> None:
 def test_anp_on_pcm_forecasts_mackey_glass() -> None:
     first, best = mackey_glass_run(10, "mixed", "ahead")
     assert best < first / 1.5, (first, best)
+
+
+# -- the readout in the digital periphery ----------------------------------------------------
+
+
+def sine_stream(n: int) -> tuple[np.ndarray, np.ndarray]:
+    s = np.sin(0.2 * np.arange(n + 1)).astype(np.float32)
+    return s[:-1, None], s[1:, None]
+
+
+@pytest.mark.parametrize("readout", ["nlms", "rls"])
+def test_ideal_analog_with_a_digital_readout_learns_like_the_host(readout: str) -> None:
+    # The learner's network (leak, [xh, u, 1], guard) on the ideal substrate: its only
+    # differences from the host are 16-bit converters, pulsed updates and the two noisy
+    # passes, so its prequential error stays near the host's.
+    u, y = sine_stream(3000)
+    losses = {}
+    for name, dev in (("host", None), ("ideal", AnalogDevice("ideal"))):
+        ln = OnlineLearner(1, 1, 24, RuleConfig(readout=readout), seed=0, device=dev)
+        losses[name] = float(np.mean(ln.run(u, y).loss1[-1000:]))
+    assert losses["ideal"] < 3 * losses["host"] + 1e-5, losses
+    assert losses["ideal"] < 1e-2, losses  # and it learned: a zero forecast scores ~0.5
+
+
+def test_a_digital_readout_lives_outside_the_tiles() -> None:
+    dev = AnalogDevice("pcm")
+    spec = RuleConfig(readout="nlms").resolve(1, 16, 1)
+    params = Params.init(1, 16, 1, seed=0, readout_inputs=True).arrays()
+    dev.load(params, spec)
+    assert dev.read_model()["B"].shape == (1, 16 + 1 + 1)
+    assert dev._tiles["O"].dev.size == 0  # the output tile is not programmed
+    u, y = sine_stream(500)
+    dev.step(u[:, None, :], y[:, None, :])
+    B = dev.read_model()["B"]
+    assert np.all(np.isfinite(B)) and not np.array_equal(B, params["B"])
+
+
+def test_checkpoint_with_a_digital_rls_readout_resumes_bit_identically(tmp_path) -> None:
+    ln = OnlineLearner(1, 1, 12, RuleConfig(), seed=0, device=AnalogDevice("pcm"))
+    u, y = sine_stream(400)
+    ln.run(u[:200], y[:200])
+    ln.save(tmp_path / "a.ckpt")
+    rest = ln.run(u[200:], y[200:])
+    again, _ = OnlineLearner.load(tmp_path / "a.ckpt", device=AnalogDevice("pcm"))
+    res = again.run(u[200:], y[200:])
+    assert res.loss1.tobytes() == rest.loss1.tobytes()
+    assert again.device.read_model()["B"].tobytes() == ln.device.read_model()["B"].tobytes()
+
+
+def test_readouts_the_analog_device_cannot_run_are_refused() -> None:
+    dev = AnalogDevice("pcm")
+    with pytest.raises(ConfigError, match="output tile reads the hidden state only"):
+        dev.load(
+            Params.init(1, 8, 1, seed=0, readout_inputs=True).arrays(),
+            RuleConfig(readout="anp", readout_inputs=True).resolve(1, 8, 1),
+        )
+
+
+def test_the_guard_reprograms_the_hidden_tile_onto_the_bound() -> None:
+    dev = AnalogDevice("pcm", noise_scale=0.0)
+    spec = RuleConfig(readout="nlms", radius_bound=0.5, guard_every=100).resolve(1, 20, 1)
+    params = Params.init(1, 20, 1, seed=0, readout_inputs=True, spectral_radius=0.95).arrays()
+    dev.load(params, spec)
+    u, y = sine_stream(300)
+    dev.step(u[:, None, :], y[:, None, :])
+    R = dev.read_model()["R"].astype(np.float64)
+    assert dev.counts()["guard_projections"] >= 1
+    assert np.max(np.abs(np.linalg.eigvals(R))) < 0.5 * 1.1
