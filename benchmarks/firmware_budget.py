@@ -11,7 +11,11 @@ board), reads its section sizes with ``arm-none-eabi-size``, and prints per hidd
 - flash: the model image (``model_image.image_size``) against a slot (30 KiB emulated in
   RAM under QEMU, 128 KiB sectors on a real STM32F405), and the firmware's own code.
 
-    python benchmarks/firmware_budget.py [--sizes 16,32,64,86,128,150]
+The network is the learner's as a device runs it (``--network learner``, the default:
+NLMS readout over [xh, u, 1], so B is N + 2 wide, and the guard's vector) or the paper's
+(``--network paper``: B over xh). Also prints the largest N that fits each budget.
+
+    python benchmarks/firmware_budget.py [--sizes 16,32,64,86,128,150] [--network paper]
 """
 
 from __future__ import annotations
@@ -35,14 +39,15 @@ SLOT_QEMU = 30 * 1024
 SLOT_BOARD = 128 * 1024
 
 
-def core_bytes(harness: Path, n: int, tmp: str) -> int:
+NETWORKS = {"learner": {"readout": "nlms"}, "paper": PAPER_NETWORK}
+
+
+def core_bytes(harness: Path, n: int, tmp: str, network: str) -> int:
     """RAM the C core lays out for a 1-N-1 model, batch 1: ``twinpass_core_host check``."""
+    config = RuleConfig(**NETWORKS[network])
     path = Path(tmp) / f"model{n}.bin"
-    path.write_bytes(
-        mi.quantise(
-            Params.init(1, n, 1, seed=0).arrays(), RuleConfig(**PAPER_NETWORK).resolve(1, n, 1)
-        )
-    )
+    params = Params.init(1, n, 1, seed=0, readout_inputs=config.readout_inputs).arrays()
+    path.write_bytes(mi.quantise(params, config.resolve(1, n, 1)))
     out = subprocess.run(
         [str(harness), "check", str(path)], capture_output=True, text=True, check=True
     ).stdout
@@ -61,7 +66,9 @@ def sizes(elf: Path) -> tuple[int, int, int]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="16,32,64,86,100,128,150")
+    ap.add_argument("--network", choices=sorted(NETWORKS), default="learner")
     args = ap.parse_args(argv)
+    inputs = bool(RuleConfig(**NETWORKS[args.network]).readout_inputs)
     qemu = sizes(c_firmware.build_netduinoplus2())
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
@@ -87,15 +94,26 @@ def main(argv: list[str] | None = None) -> int:
     harness = c_firmware.build_host().parent / "twinpass_core_host"  # build.sh makes both
     tmp = tempfile.mkdtemp(prefix="twinpass-budget-")
     for n in (int(s) for s in args.sizes.split(",")):
-        checked = ram.ram_footprint(1, n, 1)
-        used = core_bytes(harness, n, tmp)
-        image = mi.image_size(1, n, 1, False)
+        checked = ram.ram_footprint(1, n, 1, readout_inputs=inputs)
+        used = core_bytes(harness, n, tmp, args.network)
+        image = mi.image_size(1, n, 1, False, inputs)
         yes = {True: "yes", False: "no"}
         lines.append(
             f"| {n} | {checked:,} | {used:,} | {yes[checked <= ARENA]} | {image:,} | "
             f"{yes[image <= SLOT_QEMU]} | {yes[image <= SLOT_BOARD]} |"
         )
     shutil.rmtree(tmp)
+    fits_slot = {
+        slot: max(n for n in range(1, 400) if mi.image_size(1, n, 1, False, inputs) <= slot)
+        for slot in (SLOT_QEMU, SLOT_BOARD)
+    }
+    arena_n = ram.largest_hidden(ARENA, 1, 1, readout_inputs=inputs)
+    lines += [
+        "",
+        f"Largest N ({args.network} network): RAM arena {arena_n}; QEMU board (arena and "
+        f"30 KiB slot) {min(arena_n, fits_slot[SLOT_QEMU])}; STM32F405 (arena and 128 KiB "
+        f"sector) {min(arena_n, fits_slot[SLOT_BOARD])}.",
+    ]
     print("\n".join(lines))
     return 0
 
