@@ -1,0 +1,83 @@
+"""What each device learns with the learner's rules: the device against the host's float
+learner on the same task, the same rule and the same seed (issue 13's targets).
+
+Runs the Mackey-Glass task of ``twinpass hil`` (15 steps ahead, the training series
+cycled for ``--steps`` online steps from a zero state, then the frozen test MSE) for:
+
+- the analog substrate (``pcm`` preset at N = ``--hidden``, default 100), against the host:
+  the default learner (RLS readout in the digital periphery), the NLMS readout, and the
+  paper's network (the readout learned in the output tile by ANP); plus the ``ideal``
+  preset and PCM with its noise off (``noise_scale`` 0), which say where the gap comes
+  from.
+
+The firmware numbers come from ``twinpass hil`` itself (see benchmarks/RESULTS.md).
+
+    python benchmarks/device_quality.py [--steps 20000] [--hidden 100] [--seeds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from twinpass.devices.analog import AnalogDevice
+from twinpass.runtime import OnlineLearner, RuleConfig
+from twinpass.runtime.config import PAPER_NETWORK
+from twinpass.runtime.tasks import make_task
+
+#: Steps per call, as ``twinpass hil`` streams them (the analog guard runs between calls).
+BLOCK = 256
+RULES = {"default (RLS)": {}, "NLMS": {"readout": "nlms"}, "paper network": PAPER_NETWORK}
+ANALOG = {
+    "pcm": ("pcm", {}),
+    "ideal": ("ideal", {}),
+    "pcm, noise off": ("pcm", {"noise_scale": 0.0}),
+}
+
+
+def run(rule: dict, device: tuple[str, dict] | None, hidden: int, steps: int, seed: int):
+    task = make_task("mackey-glass")
+    dev = None if device is None else AnalogDevice(device[0], **device[1])
+    ln = OnlineLearner(task.n_in, task.n_out, hidden, RuleConfig(**rule), seed=seed, device=dev)
+    U, Y = task.train.inputs, task.train.targets  # (sequences, T, batch, width)
+    done = 0
+    while done < steps:  # the training series cycled, each sequence from a zero state
+        for s in range(U.shape[0]):
+            ln.reset_state()
+            for t0 in range(0, U.shape[1], BLOCK):
+                n = min(BLOCK, U.shape[1] - t0, steps - done)
+                if n <= 0:
+                    break
+                ln.run(U[s, t0 : t0 + n], Y[s, t0 : t0 + n])
+                done += n
+    mse, _ = ln.evaluate(task.test.inputs, task.test.targets)
+    return mse
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=20000)
+    ap.add_argument("--hidden", type=int, default=100)
+    ap.add_argument("--seeds", default="0")
+    args = ap.parse_args(argv)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"Mackey-Glass 15 ahead, N = {args.hidden}, {args.steps} steps, seeds {seeds}")
+    print("| rule | device | test MSE (median) | device / host | wall (s) |")
+    print("|---|---|---|---|---|")
+    for name, rule in RULES.items():
+        host = sorted(run(rule, None, args.hidden, args.steps, s) for s in seeds)
+        h = host[len(host) // 2]
+        print(f"| {name} | host | {h:.3g} | 1 | |", flush=True)
+        presets = ANALOG if name == "default (RLS)" else {"pcm": ANALOG["pcm"]}
+        for label, device in presets.items():
+            t0 = time.perf_counter()
+            got = sorted(run(rule, device, args.hidden, args.steps, s) for s in seeds)
+            m = got[len(got) // 2]
+            wall = time.perf_counter() - t0
+            print(f"| {name} | analog {label} | {m:.3g} | {m / h:.2f} | {wall:.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
