@@ -10,9 +10,12 @@ cycled for ``--steps`` online steps from a zero state, then the frozen test MSE)
   preset and PCM with its noise off (``noise_scale`` 0), which say where the gap comes
   from.
 
+``--factors`` then switches PCM's non-idealities off one group at a time (the default
+learner, seed 0) to show which of them costs what.
+
 The firmware numbers come from ``twinpass hil`` itself (see benchmarks/RESULTS.md).
 
-    python benchmarks/device_quality.py [--steps 20000] [--hidden 100] [--seeds 0]
+    python benchmarks/device_quality.py [--steps 20000] [--hidden 100] [--seeds 0] [--factors]
 """
 
 from __future__ import annotations
@@ -33,6 +36,19 @@ ANALOG = {
     "pcm": ("pcm", {}),
     "ideal": ("ideal", {}),
     "pcm, noise off": ("pcm", {"noise_scale": 0.0}),
+}
+
+
+#: PCM with one group of non-idealities switched off (AnalogParams overrides).
+FACTORS = {
+    "pcm": {},
+    "no drift": {"drift_scale": 0.0},
+    "no drift, no 1/f noise": {"drift_scale": 0.0, "flicker_scale": 0.0},
+    "no read or output noise": {"read_noise": 0.0, "out_noise": 0.0},
+    "16-bit converters": {"inp_bits": 16, "out_bits": 16},
+    "no programming noise or levels": {"prog_scale": 0.0, "levels": 0},
+    "fine, exact pulses": {"dw_min": 2.0**-20, "dw_dtod": 0.0, "dw_c2c": 0.0},
+    "no stuck or varying devices": {"stuck_fraction": 0.0, "gmax_dtod": 0.0},
 }
 
 
@@ -60,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--hidden", type=int, default=100)
     ap.add_argument("--seeds", default="0")
+    ap.add_argument("--factors", action="store_true", help="PCM's non-idealities one by one")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     print(f"Mackey-Glass 15 ahead, N = {args.hidden}, {args.steps} steps, seeds {seeds}")
@@ -76,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             m = got[len(got) // 2]
             wall = time.perf_counter() - t0
             print(f"| {name} | analog {label} | {m:.3g} | {m / h:.2f} | {wall:.0f} |", flush=True)
+    if args.factors:
+        print("\n| PCM, default learner, seed 0 | test MSE |\n|---|---|")
+        for label, overrides in FACTORS.items():
+            mse = run({}, ("pcm", overrides), args.hidden, args.steps, 0)
+            print(f"| {label} | {mse:.3g} |", flush=True)
     return 0
 
 
