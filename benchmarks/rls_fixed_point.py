@@ -67,9 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=20000)
     ap.add_argument("--hidden", type=int, default=32)
+    ap.add_argument("--p0", type=float, default=None, help="P's start [the learner's]")
     args = ap.parse_args(argv)
     task = make_task("mackey-glass")
-    cfg = RuleConfig()
+    cfg = RuleConfig() if args.p0 is None else RuleConfig(readout_p0=args.p0)
     n = args.hidden
     rows = []
     for seed in (0, 1, 2):
@@ -91,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                 unbounded_big = big
         row.append(f"{unbounded_big:.3g}")
         rows.append(row)
-    print(f"RLS readout, N = {n}, {args.steps} steps (test MSE of the frozen readout)")
+    print(
+        f"RLS readout, N = {n}, {args.steps} steps, P0 = {cfg.readout_p0:g} I (test MSE of "
+        "the frozen readout)"
+    )
     print(
         "| seed | float64 | steps 2^-24, unbounded | Q7.24 int32 | Q16.16 int32 | largest abs(P) |"
     )
