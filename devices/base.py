@@ -69,18 +69,6 @@ def check_rule(
     return spec
 
 
-def check_paper_network(spec: RuleSpec, device: str) -> None:
-    """Refuse a network other than the paper's (readout over the hidden state, units
-    without leak) on a device that runs only that one."""
-    if spec.readout_inputs:
-        raise ConfigError(
-            f"the {device} device's readout sees the hidden state only: "
-            "use readout_inputs=False (--no-readout-inputs)"
-        )
-    if spec.leak != 1.0:
-        raise ConfigError(f"the {device} device runs units without leak: use leak=1 (--leak 1)")
-
-
 def check_label_delay(label_delay: int, most: int | None, device: str) -> None:
     """Refuse a label delay below 0 or above what the backend can hold (``most``)."""
     if isinstance(label_delay, bool) or not isinstance(label_delay, (int, np.integer)):
