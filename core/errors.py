@@ -52,3 +52,7 @@ class RemoteError(DeviceError):
         super().__init__(f"device refused the request: {code}: {message}")
         self.code = code
         self.remote_message = message
+
+
+class ClusterError(TwinpassError):
+    """A cluster (Dask) could not finish the work: workers lost, tasks failing past retries."""

@@ -6,6 +6,7 @@
 
 from twinpass.core.errors import (
     CheckpointError,
+    ClusterError,
     ConfigError,
     DataError,
     DeviceError,
@@ -22,6 +23,7 @@ from .params import Params
 
 __all__ = [
     "CheckpointError",
+    "ClusterError",
     "ConfigError",
     "DataError",
     "DeviceError",

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from twinpass.core.errors import ConfigError, DataError, DivergenceError
+from twinpass.core.errors import ClusterError, ConfigError, DataError, DivergenceError
 
 from .config import RuleConfig
 from .streaming import StreamForecaster
@@ -305,6 +305,10 @@ def finished(study: optuna.Study) -> int:
     )
 
 
+#: Times a trial runs again after its task failed for a reason that is not its setting's.
+TRIAL_RETRIES = 2
+
+
 def search(
     client: Client,
     study: optuna.Study,
@@ -315,13 +319,28 @@ def search(
     in_flight: int,
     on_trial: Callable[[TrialEvent], None] | None = None,
 ) -> None:
-    """Run trials until ``trials`` have finished in ``study`` (counting earlier runs)."""
+    """Run trials until ``trials`` have finished in ``study`` (counting earlier runs).
+
+    A trial whose task failed for a reason that is not its setting's (a worker killed past
+    Dask's retries, the tuning rows lost with the workers that held them) runs again from
+    its first slice, on rows scattered anew, up to :data:`TRIAL_RETRIES` times; then it is
+    failed and another trial takes its place. :class:`ClusterError` when failures keep
+    coming (more than ``trials`` of them): the cluster, not a setting, is at fault.
+    """
     import optuna
     from distributed import as_completed
 
     if problem.tune_rows > len(data):
         raise DataError(f"--tune-rows {problem.tune_rows}: the stream has only {len(data)} rows")
-    tuning = client.scatter(data[: problem.tune_rows], broadcast=True)
+
+    def scatter() -> Any:
+        # A fresh key each time (hash=False): re-scattering the same bytes under the key of a
+        # future being released loses them ("Could not find data").
+        return client.scatter(data[: problem.tune_rows], broadcast=True, hash=False)
+
+    tuning = scatter()
+    attempts: dict[int, int] = {}
+    failures = 0
     bounds = np.linspace(0, problem.tune_rows, SEGMENTS + 1).astype(int)
     pending = as_completed()
     # future -> (trial, its setting, the slice it ran)
@@ -370,9 +389,21 @@ def search(
         res: SliceResult | None
         try:
             res = fut.result()
-        except Exception:  # KilledWorker past Dask's retries, or a bug: not the setting's fault
+        except Exception as exc:  # KilledWorker past Dask's retries, lost data, or a bug
+            attempts[trial.number] = attempts.get(trial.number, 0) + 1
+            if attempts[trial.number] <= TRIAL_RETRIES:
+                tuning = scatter()
+                submit(trial, setting, 0, None)
+                continue
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             report(trial, "failed", None)
+            failures += 1
+            if failures > trials:
+                raise ClusterError(
+                    f"{failures} trials failed on the cluster, each {TRIAL_RETRIES + 1} times; "
+                    f"the last: {type(exc).__name__}: {exc}"
+                ) from exc
+            todo += 1  # not the setting's fault: another trial takes its place
             res = None
         if res is None:
             pass
