@@ -79,7 +79,34 @@ def _rule_model(n_hidden: int, seed: int, rule: dict[str, Any]) -> TwinpassRegre
     return TwinpassRegressor(n_hidden, seed=seed, **rule)
 
 
-class Regressor(base.Regressor):
+class _Estimator:
+    """What both estimators share: the constructor (River clones an estimator from its
+    signature, so the parameters are kept as given), the model and the feature map."""
+
+    def __init__(
+        self,
+        n_hidden: int = 100,
+        seed: int = 0,
+        features: tuple[str, ...] | None = None,
+        **rule: Any,
+    ) -> None:
+        self.n_hidden = n_hidden
+        self.seed = seed
+        self.features = features
+        self.rule = rule
+        self._model = _rule_model(n_hidden, seed, rule)
+        self._x = _Features(features)
+        self._start()
+
+    def _start(self) -> None:
+        """The estimator's own state beyond the model and the features (none here)."""
+
+    @classmethod
+    def _unit_test_params(cls) -> Any:
+        yield {"n_hidden": 10}
+
+
+class Regressor(_Estimator, base.Regressor):
     """A recurrent network learned online by ANP (or another twinpass rule), one step per
     sample.
 
@@ -104,24 +131,6 @@ class Regressor(base.Regressor):
     MAE: ...
     """
 
-    def __init__(
-        self,
-        n_hidden: int = 100,
-        seed: int = 0,
-        features: tuple[str, ...] | None = None,
-        **rule: Any,
-    ) -> None:
-        self.n_hidden = n_hidden
-        self.seed = seed
-        self.features = features
-        self.rule = rule
-        self._model = _rule_model(n_hidden, seed, rule)
-        self._x = _Features(features)
-
-    @classmethod
-    def _unit_test_params(cls) -> Any:
-        yield {"n_hidden": 10}
-
     def learn_one(self, x: dict, y: float) -> None:
         self._x.fix(x)
         u = self._x.vector(x, commit=True)
@@ -134,7 +143,7 @@ class Regressor(base.Regressor):
         return float(self._model.predict(u[None])[0])
 
 
-class Forecaster(_RiverForecaster):
+class Forecaster(_Estimator, _RiverForecaster):
     """A recurrent network that forecasts a series online: it learns y[t+1] from y[t] (and
     the exogenous features x[t]) at every ``learn_one``, each standardised with the
     statistics of the values before it, and forecasts ``horizon`` steps by feeding its own
@@ -159,28 +168,12 @@ class Forecaster(_RiverForecaster):
     >>> time_series.evaluate(datasets.AirlinePassengers(), model, metrics.MAE(), horizon=12)
     """
 
-    def __init__(
-        self,
-        n_hidden: int = 100,
-        seed: int = 0,
-        features: tuple[str, ...] | None = None,
-        **rule: Any,
-    ) -> None:
-        self.n_hidden = n_hidden
-        self.seed = seed
-        self.features = features
-        self.rule = rule
-        self._model = _rule_model(n_hidden, seed, rule)
-        self._x = _Features(features)
+    def _start(self) -> None:
         self._norm: RunningNormalizer | None = None
         # The newest input row (normalised) and the target's location and scale then.
         self._u: np.ndarray | None = None
         self._loc = 0.0
         self._scale = 1.0
-
-    @classmethod
-    def _unit_test_params(cls) -> Any:
-        yield {"n_hidden": 10}
 
     def learn_one(self, y: float, x: dict | None = None) -> None:
         self._x.fix(x or {})
