@@ -91,11 +91,19 @@ def stream(
     "the normalised-LMS readout; anp: the paper's network and readout.",
 )
 @click.option(
-    "--window",
+    "--in-flight",
     type=click.IntRange(1),
     default=1,
     show_default=True,
     help="STEP messages in flight (1: lockstep; up to the device's rx_window).",
+)
+@click.option(
+    # The option's old name, deprecated: elsewhere --window is BP's truncation window.
+    "--window",
+    "old_window",
+    type=click.IntRange(1),
+    default=None,
+    hidden=True,
 )
 @click.option(
     "--firmware",
@@ -127,7 +135,8 @@ def hil(
     lr: float,
     sigma: float,
     readout: str,
-    window: int,
+    in_flight: int,
+    old_window: int | None,
     firmware: str,
     ram: int | None,
     json_out: str | None,
@@ -141,6 +150,7 @@ def hil(
       twinpass hil --firmware qemu --hidden 32 --steps 2000
     """
     report = Reporter(quiet=quiet)
+    in_flight = _in_flight(in_flight, old_window)
     # The firmwares run the learner's network with the NLMS readout (RLS stays on the
     # host, docs/design.md §8), or the paper's network and readout; the host runs the same
     # rule beside them.
@@ -161,7 +171,7 @@ def hil(
         flash = str(Path(tmp) / "flash.bin")
         with firmware_process(firmware, flash, sim_args) as path:
             report.line(f"{firmware} firmware on {path}")
-            dev = SerialDevice(path, window=window, base_timeout=0.5)
+            dev = SerialDevice(path, window=in_flight, base_timeout=0.5)
             try:
                 on_device = OnlineLearner(n_in, n_out, hidden, config, seed=seed, device=dev)
                 hello = dev.link.hello_info
@@ -190,7 +200,7 @@ def hil(
                     "stale": link.stale,
                     "dropped": link.dropped,
                     "resyncs": link.resyncs,
-                    # pipelined (--window > 1): STEPs the device refused as out of order
+                    # pipelined (--in-flight > 1): STEPs the device refused as out of order
                     # (an earlier one was lost) and that were sent again in order
                     "reordered": link.reordered,
                     # always 0 against this simulator (protocol 1.1 checks STEP order); a
@@ -230,7 +240,7 @@ def hil(
                 "steps": steps,
                 "seed": seed,
                 "rule": config.to_dict(),
-                "window": window,
+                "in_flight": in_flight,
                 "firmware": firmware,
                 "board": hello.board,
                 "device_test_mse": dev_test,
@@ -245,3 +255,18 @@ def hil(
                 "link": link_record,
             },
         )
+
+
+def _in_flight(in_flight: int, old_window: int | None) -> int:
+    """--in-flight, or the deprecated --window it replaces (with a one-line note)."""
+    if old_window is None:
+        return in_flight
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("in_flight") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--window is the old name of --in-flight: give only --in-flight")
+    click.echo(
+        "note: hil --window is deprecated, use --in-flight (--window is BP's truncation "
+        "window elsewhere)",
+        err=True,
+    )
+    return old_window

@@ -69,3 +69,24 @@ def test_hil_runs_the_c_firmware_as_the_simulator(tmp_path: Path, firmware: str)
 def test_ram_is_a_simulator_option(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["hil", "--firmware", "c", "--ram", "64"])
     assert result.exit_code == 2 and "--ram sets the simulator's RAM" in result.output
+
+
+def test_in_flight_pipelines_steps_and_is_recorded(tmp_path: Path) -> None:
+    data = hil(tmp_path, "--hidden", "8", "--steps", "200", "--in-flight", "2")
+    assert data["in_flight"] == 2 and "window" not in data
+
+
+def test_the_old_window_name_still_works_with_a_one_line_note(tmp_path: Path) -> None:
+    out = tmp_path / "hil.json"
+    args = ["hil", "--hidden", "8", "--steps", "200", "--window", "2", "--json-out", str(out)]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    notes = [ln for ln in result.output.splitlines() if "deprecated" in ln]
+    assert len(notes) == 1 and "--in-flight" in notes[0]
+    assert json.loads(out.read_text())["in_flight"] == 2
+    assert "--window" not in CliRunner().invoke(cli, ["hil", "--help"]).output
+
+
+def test_the_old_and_the_new_name_together_are_refused() -> None:
+    result = CliRunner().invoke(cli, ["hil", "--window", "2", "--in-flight", "3"])
+    assert result.exit_code == 2 and "give only --in-flight" in result.output
