@@ -20,7 +20,7 @@ from twinpass.protocol import model_image as mi
 from twinpass.runtime.learner import OnlineLearner
 
 from .display import Reporter
-from .options import link_retries_option
+from .options import link_retries_option, quiet_option
 from .serial_common import open_device, port_options
 
 
@@ -63,7 +63,7 @@ def check_capabilities(dev: SerialDevice, learner: OnlineLearner) -> None:
     help="Read the flash slot back and compare its sha256 before confirming.",
 )
 @link_retries_option
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@quiet_option
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 def deploy(
     port: str, baud: int, verify: bool, link_retries: int | None, quiet: bool, checkpoint: str

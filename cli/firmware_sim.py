@@ -11,6 +11,8 @@ import click
 
 from twinpass.firmware_sim.server import run
 
+from .options import seed_option
+
 
 @click.command("firmware-sim")
 @click.option(
@@ -40,13 +42,7 @@ from twinpass.firmware_sim.server import run
     show_default=True,
     help="Compute time added per learning step, in microseconds.",
 )
-@click.option(
-    "--seed",
-    type=click.IntRange(0, 2**32 - 1),
-    default=0,
-    show_default=True,
-    help="Seed of the device's noise generator at boot.",
-)
+@seed_option
 def firmware_sim(flash: str | None, ram: int, baud: int | None, step_us: float, seed: int) -> None:
     """Serve the twinpass protocol on a pseudo-terminal (prints its path) until stopped."""
     run(

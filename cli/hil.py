@@ -28,6 +28,7 @@ from twinpass.runtime.tasks import make_task
 from twinpass.runtime.training import CHUNK
 
 from .display import Reporter
+from .options import hidden_option, json_out_option, quiet_option, seed_option
 from .serial_common import firmware_process
 
 #: Steps per block sent to a learner (progress and the divergence guard look this often;
@@ -68,9 +69,7 @@ def stream(
     show_default=True,
     help="The task streamed to the device.",
 )
-@click.option(
-    "--hidden", "-N", type=click.IntRange(1), default=32, show_default=True, help="Hidden units."
-)
+@hidden_option(32)
 @click.option(
     "--steps",
     "-T",
@@ -79,7 +78,7 @@ def stream(
     show_default=True,
     help="Online steps (the training series is cycled from a zero state if longer).",
 )
-@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
+@seed_option
 @click.option("--lr", type=float, default=RuleConfig().lr, show_default=True)
 @click.option("--sigma", type=float, default=RuleConfig().sigma, show_default=True)
 @click.option(
@@ -120,13 +119,8 @@ def stream(
     default=None,
     help="Simulator RAM in KiB [default: its own]; --firmware sim only.",
 )
-@click.option(
-    "--json-out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write steps, test MSEs and throughput as JSON.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing; results go to files.")
+@json_out_option("steps, test MSEs and throughput")
+@quiet_option
 def hil(
     task: str,
     hidden: int,

@@ -1,4 +1,6 @@
-"""Command-line options of the learning rule, shared by every command that learns."""
+"""Command-line options shared by several commands, each declared once: the learning rule's
+(every command that learns), the device's, and --seed, --hidden, --json-out, --quiet, the
+stream's data options and the cluster's."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from twinpass.runtime.config import (
     RULES,
     RuleConfig,
 )
+from twinpass.runtime.csv_rows import BAD_ROW_POLICIES
+from twinpass.runtime.streaming import TARGET_MODES
 
 _DEFAULT = RuleConfig()
 
@@ -396,3 +400,136 @@ link_retries_option = click.option(
     "before the run stops [default: 5]. Frames shrink after a resend, so a noisy line "
     "needs few.",
 )
+
+
+# Options that several commands declare: declared here once, with one meaning and one
+# range (a command may pick another default, e.g. fewer hidden units on a firmware).
+
+#: The seeds a run accepts: what a firmware's 32-bit generator and NumPy both take.
+SEED_RANGE = click.IntRange(0, 2**32 - 1)
+
+seed_option = click.option(
+    "--seed",
+    type=SEED_RANGE,
+    default=0,
+    show_default=True,
+    help="Seeds everything random in the run (weights, noise, the built-in series, a "
+    "search): same seed, same bits.",
+)
+
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="Print nothing but errors; results go to files."
+)
+
+
+def hidden_option(default: int = 100) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--hidden/-N``: the number of hidden units (at least 1)."""
+    return click.option(
+        "--hidden",
+        "-N",
+        type=click.IntRange(1),
+        default=default,
+        show_default=True,
+        help="Hidden units.",
+    )
+
+
+def json_out_option(contents: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--json-out FILE``: the command's results as JSON (``contents`` says which)."""
+    return click.option(
+        "--json-out",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help=f"Write {contents} as JSON (atomically).",
+    )
+
+
+baud_option = click.option(
+    "--baud",
+    type=click.IntRange(1),
+    default=115200,
+    show_default=True,
+    help="serial: the baud rate (a pty ignores it; it scales the timeouts).",
+)
+
+scheduler_option = click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Run on a running Dask scheduler (e.g. tcp://10.0.0.5:8786, see `dask scheduler`) "
+    "[default: a local cluster started for the run].",
+)
+
+jobs_option = click.option(
+    "--jobs",
+    type=click.IntRange(1),
+    default=None,
+    help="Workers of the local Dask cluster [default: one per core].",
+)
+
+
+def column_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    """``--columns a,b,c`` as a list of names (None: not given); an empty name is an error."""
+    if value is None:
+        return None
+    names = [c.strip() for c in value.split(",")]
+    if not all(names):
+        raise click.BadParameter(f"{value!r} has an empty column name")
+    return names
+
+
+def stream_data_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """Add what a stream is read and predicted from: --source, --columns, --target,
+    --horizon, --target-input, --target-mode and --on-bad-row (stream and tune)."""
+    options = [
+        click.option(
+            "--source",
+            default="mackey-glass",
+            show_default=True,
+            help="mackey-glass (built in), csv:PATH, - (CSV on stdin) or serial:URL (pyserial "
+            "URL or device path; lines of comma-separated numbers). tune replays the stream "
+            "once per trial: mackey-glass or csv:PATH only.",
+        ),
+        click.option(
+            "--columns",
+            callback=column_list,
+            default=None,
+            help="Input columns, comma-separated [default: every numeric column but the target].",
+        ),
+        click.option(
+            "--target", default=None, help="Column to predict (needed if several are numeric)."
+        ),
+        click.option(
+            "--horizon", type=click.IntRange(1), default=1, show_default=True, help="Rows ahead."
+        ),
+        click.option(
+            "--target-input/--no-target-input",
+            default=True,
+            show_default=True,
+            help="Whether the target's own value is an input; --no-target-input learns from "
+            "the other columns only (an exogenous model, NARMA10's u -> y). Persistence is "
+            "still scored.",
+        ),
+        click.option(
+            "--target-mode",
+            type=click.Choice(TARGET_MODES),
+            default="level",
+            show_default=True,
+            help="level: learn the target's standardised value; delta: learn its change over "
+            "the horizon (persistence is the zero forecast), mapped back to levels for "
+            "scoring.",
+        ),
+        click.option(
+            "--on-bad-row",
+            type=click.Choice(BAD_ROW_POLICIES),
+            default="error",
+            show_default=True,
+            help="A malformed row (text in a numeric field, a wrong number of fields) stops "
+            "with an error naming file, line and column, or is skipped and counted. An empty "
+            "field is not malformed: a missing input carries its last value, a missing target "
+            "is not learned.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f

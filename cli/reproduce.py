@@ -21,6 +21,7 @@ from twinpass.runtime.reproduce.summary import group
 from twinpass.runtime.tasks import WTH_ENV
 
 from .display import Reporter
+from .options import jobs_option, quiet_option, scheduler_option
 
 MEMORY_FILE = "memory.jsonl"
 INVOCATIONS_FILE = "invocations.jsonl"
@@ -56,20 +57,9 @@ INVOCATIONS_FILE = "invocations.jsonl"
     default=None,
     help="Output folder [default: reproduce-SCALE].",
 )
-@click.option(
-    "--jobs",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Workers of the local Dask cluster started for the run [default: one per core].",
-)
-@click.option(
-    "--scheduler",
-    default=None,
-    metavar="ADDRESS",
-    help="Run on a running Dask cluster (e.g. tcp://10.0.0.5:8786, see `dask scheduler`) "
-    "instead of a local one; results are still written here, by this process only.",
-)
-@click.option("--quiet", is_flag=True, help="No progress output.")
+@jobs_option
+@scheduler_option
+@quiet_option
 def reproduce(
     scale: str,
     only: tuple[str, ...],

@@ -12,18 +12,14 @@ import click
 from twinpass.devices.serial import SerialDevice
 from twinpass.firmware_sim.process import firmware_process, simulator_process
 
+from .options import baud_option
+
 __all__ = ["firmware_process", "open_device", "port_options", "simulator_process"]
 
 
 def port_options(f: Callable[..., Any]) -> Callable[..., Any]:
     """Add --port (required) and --baud to a command."""
-    f = click.option(
-        "--baud",
-        type=click.IntRange(1),
-        default=115200,
-        show_default=True,
-        help="Baud rate (a pty ignores it; it scales the timeouts).",
-    )(f)
+    f = baud_option(f)
     return click.option(
         "--port",
         required=True,

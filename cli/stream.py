@@ -17,7 +17,6 @@ import click
 from twinpass.core.errors import DivergenceError
 from twinpass.devices.serial import SerialDevice
 from twinpass.runtime.atomic import write_json
-from twinpass.runtime.csv_rows import BAD_ROW_POLICIES
 from twinpass.runtime.metrics import DEFAULT_ALPHA, MetricsLog, metrics_format
 from twinpass.runtime.run_lock import hold_checkpoint
 from twinpass.runtime.sources import open_source, parse_source_spec
@@ -25,7 +24,6 @@ from twinpass.runtime.streaming import (
     CHUNK,
     DEFAULT_OUTLIER_Z,
     PREDICTORS,
-    TARGET_MODES,
     StreamForecaster,
     StreamSession,
     stop_on_signals,
@@ -36,17 +34,23 @@ from .display import Reporter
 from .options import (
     ON_DIVERGENCE_CHOICES,
     RULE_OPTION_NAMES,
+    baud_option,
     cli_wording,
     device_from_options,
     device_options,
     device_spec_record,
     dtype_option,
     fit_rule_to_device,
+    hidden_option,
     is_explicit,
+    json_out_option,
     link_retries_option,
     on_divergence_option,
+    quiet_option,
     rule_config_from_options,
     rule_options,
+    seed_option,
+    stream_data_options,
 )
 from .output_paths import check_output_paths
 
@@ -56,59 +60,13 @@ MACKEY_GLASS_STEPS = 20_000
 DEFAULT_CHECKPOINT_EVERY = 10_000
 
 
-def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [c.strip() for c in value.split(",")]
-    if not all(names):
-        raise click.BadParameter(f"{value!r} has an empty column name")
-    return names
-
-
 @click.command()
 @config_option
-@click.option(
-    "--source",
-    default="mackey-glass",
-    show_default=True,
-    help="mackey-glass (built in), csv:PATH, - (CSV on stdin) or serial:URL (pyserial URL "
-    "or device path; lines of comma-separated numbers).",
-)
-@click.option(
-    "--columns",
-    callback=_column_list,
-    default=None,
-    help="Input columns, comma-separated [default: every numeric column but the target].",
-)
-@click.option("--target", default=None, help="Column to predict (needed if several are numeric).")
-@click.option("--horizon", type=click.IntRange(1), default=1, show_default=True, help="Rows ahead.")
-@click.option(
-    "--target-input/--no-target-input",
-    default=True,
-    show_default=True,
-    help="Whether the target's own value is an input; --no-target-input learns from the "
-    "other columns only (an exogenous model, NARMA10's u -> y). Persistence is still scored.",
-)
-@click.option(
-    "--target-mode",
-    type=click.Choice(TARGET_MODES),
-    default="level",
-    show_default=True,
-    help="level: learn the target's standardised value; delta: learn its change over the "
-    "horizon (persistence is the zero forecast), mapped back to levels for scoring.",
-)
+@stream_data_options
 @device_options
 @rule_options
-@click.option(
-    "--hidden", "-N", type=click.IntRange(1), default=100, show_default=True, help="Hidden units."
-)
-@click.option(
-    "--seed",
-    type=click.IntRange(0, 2**32 - 1),
-    default=0,
-    show_default=True,
-    help="Seeds the network, its noise and the Mackey-Glass series.",
-)
+@hidden_option()
+@seed_option
 @dtype_option
 @click.option(
     "--checkpoint",
@@ -138,15 +96,6 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
     "--metrics-every", type=click.IntRange(1), default=100, show_default=True, help="Steps."
 )
 @click.option(
-    "--on-bad-row",
-    type=click.Choice(BAD_ROW_POLICIES),
-    default="error",
-    show_default=True,
-    help="A malformed row (text in a numeric field, a wrong number of fields) stops with an "
-    "error naming file, line and column, or is skipped and counted. An empty field is not "
-    "malformed: a missing input carries its last value, a missing target is not learned.",
-)
-@click.option(
     "--outlier-z",
     type=click.FloatRange(0, max_open=False),
     default=DEFAULT_OUTLIER_Z,
@@ -163,12 +112,7 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
     help=f"Stop after this many steps in total, counted from the start of the stream "
     f"[default: {MACKEY_GLASS_STEPS:,} for mackey-glass, otherwise until the input ends].",
 )
-@click.option(
-    "--json-out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the final metrics and the configuration as JSON.",
-)
+@json_out_option("the final metrics and the configuration")
 @click.option(
     "--chunk-size",
     type=click.IntRange(1),
@@ -176,12 +120,10 @@ def _column_list(ctx: click.Context, param: click.Parameter, value: str | None) 
     show_default=True,
     help="Rows per compiled block (results do not depend on it).",
 )
-@click.option(
-    "--baud", type=click.IntRange(1), default=115200, show_default=True, help="Serial baud rate."
-)
+@baud_option
 @on_divergence_option
 @link_retries_option
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing; results go to files.")
+@quiet_option
 @click.pass_context
 def stream(
     ctx: click.Context,

@@ -28,10 +28,14 @@ from .options import (
     device_spec_record,
     dtype_option,
     fit_rule_to_device,
+    hidden_option,
     is_explicit,
+    json_out_option,
     on_divergence_option,
+    quiet_option,
     rule_config_from_options,
     rule_options,
+    seed_option,
 )
 from .output_paths import check_output_paths
 
@@ -67,17 +71,9 @@ def _task_kwargs(task: str, data: str | None, horizon: int | None, pairing: str)
     help="The paper's task to learn.",
 )
 @rule_options
-@click.option(
-    "--hidden", "-N", type=click.IntRange(1), default=100, show_default=True, help="Hidden units."
-)
+@hidden_option()
 @click.option("--epochs", "-E", type=click.IntRange(0), default=20, show_default=True)
-@click.option(
-    "--seed",
-    type=click.IntRange(0),
-    default=0,
-    show_default=True,
-    help="Seeds weights and noise: same seed, same bits.",
-)
+@seed_option
 @click.option(
     "--batch",
     type=click.IntRange(1),
@@ -118,14 +114,9 @@ def _task_kwargs(task: str, data: str | None, horizon: int | None, pairing: str)
     is_flag=True,
     help="Continue from --checkpoint, skipping the epochs it already holds.",
 )
-@click.option(
-    "--json-out",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Write the configuration and per-epoch losses as JSON.",
-)
+@json_out_option("the configuration and the per-epoch losses")
 @on_divergence_option
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing; results go to files.")
+@quiet_option
 def train(
     task: str,
     hidden: int,

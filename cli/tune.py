@@ -17,9 +17,7 @@ import numpy as np
 from twinpass.core.errors import ConfigError, DataError
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.cluster import n_workers, open_client
-from twinpass.runtime.csv_rows import BAD_ROW_POLICIES
 from twinpass.runtime.sources import open_source, parse_source_spec
-from twinpass.runtime.streaming import TARGET_MODES
 from twinpass.runtime.tune import (
     TrialEvent,
     TuneProblem,
@@ -33,7 +31,18 @@ from twinpass.runtime.tune import (
 )
 
 from .display import Reporter
-from .options import dtype_option, is_explicit, rule_config_from_options, rule_options
+from .options import (
+    dtype_option,
+    hidden_option,
+    is_explicit,
+    jobs_option,
+    quiet_option,
+    rule_config_from_options,
+    rule_options,
+    scheduler_option,
+    seed_option,
+    stream_data_options,
+)
 
 MACKEY_GLASS_ROWS = 20_000
 """Rows of the built-in stream tuned and scored on (as `stream`'s default length)."""
@@ -76,32 +85,11 @@ def read_stream(
 
 
 @click.command()
-@click.option(
-    "--source",
-    default="mackey-glass",
-    show_default=True,
-    help="mackey-glass (built in) or csv:PATH; the stream is replayed once per trial.",
-)
-@click.option("--columns", default=None, help="Input columns, comma-separated (as for stream).")
-@click.option("--target", default=None, help="Column to predict (as for stream).")
-@click.option("--horizon", type=click.IntRange(1), default=1, show_default=True, help="Rows ahead.")
-@click.option("--target-input/--no-target-input", default=True, show_default=True)
-@click.option("--target-mode", type=click.Choice(TARGET_MODES), default="level", show_default=True)
+@stream_data_options
 @rule_options
-@click.option(
-    "--hidden", "-N", type=click.IntRange(1), default=100, show_default=True, help="Hidden units."
-)
-@click.option(
-    "--seed",
-    type=click.IntRange(0, 2**32 - 1),
-    default=0,
-    show_default=True,
-    help="Seeds the network, the search and the Mackey-Glass series.",
-)
+@hidden_option()
+@seed_option
 @dtype_option
-@click.option(
-    "--on-bad-row", type=click.Choice(BAD_ROW_POLICIES), default="error", show_default=True
-)
 @click.option(
     "--max-rows",
     type=click.IntRange(1),
@@ -131,18 +119,8 @@ def read_stream(
     "the same storage resumes its study.",
 )
 @click.option("--study", default=None, help="Study name [default: from the source and options].")
-@click.option(
-    "--scheduler",
-    default=None,
-    metavar="ADDRESS",
-    help="A running Dask scheduler (e.g. tcp://10.0.0.5:8786) [default: a local cluster].",
-)
-@click.option(
-    "--jobs",
-    type=click.IntRange(1),
-    default=None,
-    help="Workers of the local cluster [default: one per core].",
-)
+@scheduler_option
+@jobs_option
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
@@ -150,12 +128,12 @@ def read_stream(
     show_default=True,
     help="Where the best setting goes: read it with `twinpass stream --config OUT`.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="Print nothing but errors.")
+@quiet_option
 @click.pass_context
 def tune(
     ctx: click.Context,
     source: str,
-    columns: str | None,
+    columns: list[str] | None,
     target: str | None,
     horizon: int,
     target_input: bool,
@@ -189,7 +167,6 @@ def tune(
       twinpass tune --source csv:WTH.csv --target WetBulbCelsius --tune-rows 5000
       twinpass tune --source csv:WTH.csv --target WetBulbCelsius --scheduler tcp://host:8786
     """
-    col_list = [c.strip() for c in columns.split(",")] if columns else None
     # The rule options given here go into --out too, so that the setting runs the same rule.
     given = {k: v for k, v in rule_opts.items() if is_explicit(ctx, k)}
     base = rule_config_from_options(rule_opts)
@@ -199,7 +176,7 @@ def tune(
     if storage is None:
         storage = f"sqlite:///{Path(out).with_suffix('.db')}"
     rep = Reporter(quiet=quiet)
-    data, name = read_stream(source, col_list, target, on_bad_row, seed, max_rows)
+    data, name = read_stream(source, columns, target, on_bad_row, seed, max_rows)
     if len(data) <= tune_rows + horizon:
         raise DataError(
             f"{name}: {len(data)} rows, but --tune-rows {tune_rows} leaves none after them to "
