@@ -9,18 +9,15 @@ from typing import Any
 
 import click
 
-from twinpass.core.errors import ConfigError
-from twinpass.devices.base import Device
-from twinpass.devices.registry import make_device, parse_spec
 from twinpass.runtime.config import (
     BPTT_MODES,
     FEEDBACKS,
-    PAPER_NETWORK,
     READOUTS,
     RULES,
     RuleConfig,
 )
 from twinpass.runtime.csv_rows import BAD_ROW_POLICIES
+from twinpass.runtime.run import ON_DIVERGENCE
 from twinpass.runtime.streaming import TARGET_MODES
 
 _DEFAULT = RuleConfig()
@@ -70,6 +67,15 @@ def is_explicit(ctx: click.Context, name: str) -> bool:
         click.core.ParameterSource.COMMANDLINE,
         click.core.ParameterSource.ENVIRONMENT,
     )
+
+
+def given_options(ctx: click.Context) -> dict[str, Any]:
+    """The options the user set (not defaults), by parameter name, for the run's resume
+    checks; ``rule`` is True if any option of the learning rule was set."""
+    given = {name: value for name, value in ctx.params.items() if is_explicit(ctx, name)}
+    if any(k in given for k in RULE_OPTION_NAMES):
+        given["rule"] = True
+    return given
 
 
 def rule_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -279,23 +285,6 @@ def rule_config_from_options(opts: dict[str, Any]) -> RuleConfig:
     return RuleConfig(rule=o["rule"], **fields)
 
 
-def fit_rule_to_device(config: RuleConfig, device: Device, explicit: set[str]) -> RuleConfig:
-    """The rule a device can run: the learner's network with the NLMS readout on a device
-    that offers NLMS but not the configured readout, the paper's readout and units on a
-    device that offers neither, unless the user asked for them explicitly.
-
-    An explicit choice the device cannot run is left as it is: the device refuses it
-    with a message naming what it offers.
-    """
-    info = device.info()
-    if config.readout in info.readouts or explicit & {"readout", "readout_inputs", "leak"}:
-        return config
-    if "nlms" in info.readouts:
-        # The exact readout's nearest a device runs: the learner's network, NLMS's step.
-        return config.replace(readout="nlms")
-    return config.replace(**PAPER_NETWORK)
-
-
 #: The parameter names that :func:`device_options` adds.
 DEVICE_OPTION_NAMES = ("device", "noise_scale", "analog_update")
 
@@ -330,51 +319,8 @@ def device_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def device_from_options(
-    spec: str,
-    noise_scale: float | None,
-    analog_update: str | None,
-    dtype: str,
-    *,
-    link_retries: int | None = None,
-) -> tuple[Device, str]:
-    """The device the options describe and the dtype to compute in.
-
-    ``link_retries``: a serial device's retry budget (None: its default; ignored by the
-    other backends, which have no link). Raises ConfigError (a one-line message on the
-    command line) for a bad spec or an option that does not fit the device.
-    """
-    name, option = parse_spec(spec)
-    kw: dict[str, Any] = {}
-    if name == "serial" and link_retries is not None:
-        kw["retries"] = link_retries
-    if name != "analog":
-        for flag, value in (("--noise-scale", noise_scale), ("--analog-update", analog_update)):
-            if value is not None:
-                raise ConfigError(f"{flag} is for the analog device, not {name}")
-    else:
-        if noise_scale is not None:
-            kw["noise_scale"] = noise_scale
-        if analog_update is not None:
-            kw["update"] = analog_update
-    if name == "host":
-        if option is None:
-            kw["dtype"] = dtype
-        else:
-            dtype = option
-    elif dtype != "float32":
-        raise ConfigError(f"the {name} device computes in float32, not {dtype}")
-    device = make_device(spec, **kw)
-    return device, dtype
-
-
-def device_spec_record(spec: str, noise_scale: float | None, analog_update: str | None) -> dict:
-    """What a run records of its device, enough to make the same device again."""
-    return {"spec": spec, "noise_scale": noise_scale, "analog_update": analog_update}
-
-
 #: --on-divergence on the command line -> the learner's ``on_divergence``.
-ON_DIVERGENCE_CHOICES = {"stop": "raise", "rollback": "rollback"}
+ON_DIVERGENCE_CHOICES = ON_DIVERGENCE
 
 on_divergence_option = click.option(
     "--on-divergence",

@@ -15,9 +15,17 @@ from typing import Any
 import click
 
 from twinpass.core.errors import DivergenceError
-from twinpass.devices.serial import SerialDevice
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.metrics import DEFAULT_ALPHA, MetricsLog, metrics_format
+from twinpass.runtime.run import (
+    ON_DIVERGENCE,
+    ResumeClash,
+    device_record,
+    fit_rule_to_device,
+    open_device,
+    resume_stream,
+    serial_identity,
+)
 from twinpass.runtime.run_lock import hold_checkpoint
 from twinpass.runtime.sources import open_source, parse_source_spec
 from twinpass.runtime.streaming import (
@@ -32,15 +40,12 @@ from twinpass.runtime.streaming import (
 from .config_file import config_option
 from .display import Reporter
 from .options import (
-    ON_DIVERGENCE_CHOICES,
     RULE_OPTION_NAMES,
     baud_option,
     cli_wording,
-    device_from_options,
     device_options,
-    device_spec_record,
     dtype_option,
-    fit_rule_to_device,
+    given_options,
     hidden_option,
     is_explicit,
     json_out_option,
@@ -202,41 +207,30 @@ def stream(
     resuming = resume and os.path.exists(checkpoint or "")
     forecaster: StreamForecaster | None = None
     source_state = None
-    dev_record = device_spec_record(device, noise_scale, analog_update)
+    dev_record = device_record(device, noise_scale, analog_update)
     if resuming:
         assert checkpoint is not None
-        saved_dev = _saved_device(checkpoint)
-        given = [k for k in ("device", "noise_scale", "analog_update") if is_explicit(ctx, k)]
-        moved = given and saved_dev != dev_record and _both_serial(saved_dev, dev_record)
-        if given and saved_dev != dev_record and not moved:
-            raise click.UsageError(
-                f"the checkpoint was made on the device {saved_dev}: drop --device, "
-                "--noise-scale and --analog-update to continue it"
+        given = given_options(ctx)
+        # The column layout is the checkpoint's: one given (here or in --config) must agree.
+        given.update({k: v for k, v in (("columns", columns), ("target", target)) if v})
+        try:
+            # The device is closed when the command ends, whichever way (the end of the
+            # source, an error, the checkpoint after SIGINT/SIGTERM): Click closes the
+            # context on every exit path, after the summary has been printed. A serial
+            # device holds a port and a reader thread.
+            resumed = resume_stream(
+                checkpoint,
+                given,
+                device=dev_record,
+                dtype=dtype,
+                rule=config,
+                link_retries=link_retries,
+                on_open=lambda d: ctx.call_on_close(d.close),
             )
-        if not moved:
-            dev_record = saved_dev
-        dev, _ = device_from_options(
-            dev_record["spec"],
-            dev_record["noise_scale"],
-            dev_record["analog_update"],
-            dtype,
-            link_retries=link_retries,
-        )
-        # Closed when the command ends, whichever way (the end of the source, an error, the
-        # checkpoint after SIGINT/SIGTERM): Click closes the context on every exit path, after
-        # the summary has been printed. A serial device holds a port and a reader thread.
-        ctx.call_on_close(dev.close)
-        if moved:  # the same device on another port path (a USB adapter re-plugged)?
-            _check_same_serial_device(checkpoint, saved_dev, dev)
-        forecaster, run_meta = StreamForecaster.load(checkpoint, device=dev)
-        saved = run_meta.get("config", {})
-        source_state = run_meta.get("source")
-        _check_resume(ctx, saved, source, columns, target, horizon, hidden, seed, dtype, config)
-        _check_resume_target(ctx, forecaster, target_input, target_mode)
-        _check_resume_metrics(ctx, saved, metrics_every)
-        _check_resume_outliers(ctx, forecaster, outlier_z)
-        if is_explicit(ctx, "on_divergence"):  # how to react, not what was learned
-            forecaster.learner.on_divergence = ON_DIVERGENCE_CHOICES[on_divergence]
+        except ResumeClash as e:
+            raise click.UsageError(str(e)) from None
+        forecaster, dev_record = resumed.forecaster, resumed.device_spec
+        saved, source_state = resumed.config, resumed.source_state
         if not is_explicit(ctx, "source"):
             source = saved["source"]
         horizon, hidden, seed, dtype = (saved[k] for k in ("horizon", "hidden", "seed", "dtype"))
@@ -263,7 +257,7 @@ def stream(
                 return
             cols = src.columns
             if forecaster is None:
-                dev, dtype = device_from_options(
+                dev, dtype = open_device(
                     device, noise_scale, analog_update, dtype, link_retries=link_retries
                 )
                 ctx.call_on_close(dev.close)  # as above: on every exit path
@@ -282,7 +276,7 @@ def stream(
                     target_input=target_input,
                     target_mode=target_mode,
                     outlier_z=outlier_z or None,
-                    on_divergence=ON_DIVERGENCE_CHOICES[on_divergence],
+                    on_divergence=ON_DIVERGENCE[on_divergence],
                 )
             elif len(cols) != forecaster.n_inputs:  # pragma: no cover - layout is saved
                 raise click.UsageError("the checkpoint's columns do not match the source")
@@ -304,7 +298,7 @@ def stream(
                 "rule_name": learner.config.name,
                 "device": dev_record["spec"],
                 "device_spec": dev_record,
-                "device_identity": _serial_identity(learner.device),
+                "device_identity": serial_identity(learner.device),
                 "metrics_every": forecaster.metrics.every,
                 "ema_alpha": forecaster.metrics.alpha,
             }
@@ -483,125 +477,3 @@ def _summarise(report: Reporter, s: dict[str, Any], rule_name: str, hidden: int)
         )
     else:
         report.line(f"stopped by {stopped}")
-
-
-def _both_serial(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return str(a["spec"]).startswith("serial:") and str(b["spec"]).startswith("serial:")
-
-
-def _serial_identity(dev: Any) -> dict[str, Any] | None:
-    """What tells a serial device apart after its model is loaded: board, firmware and the
-    hash of its active model (None for the other devices)."""
-    if not isinstance(dev, SerialDevice):
-        return None
-    hello = dev.link.hello()  # a fresh look: the load deployed this run's model
-    return {
-        "board": hello.board,
-        "fw": hello.fw,
-        "model_hash": hello.model_hash.hex() if hello.model_hash else None,
-    }
-
-
-def _check_same_serial_device(path: str, saved_dev: dict[str, Any], dev: SerialDevice) -> None:
-    """A resume on another port path continues only on the device the run was on: the same
-    board and firmware, holding the model the run loaded."""
-    from twinpass.runtime.checkpoint import load_checkpoint
-
-    meta = load_checkpoint(path).meta
-    want = meta.get("user", {}).get("run", {}).get("config", {}).get("device_identity")
-    hello = dev.link.hello_info
-    assert hello is not None
-    have = {
-        "board": hello.board,
-        "fw": hello.fw,
-        "model_hash": hello.model_hash.hex() if hello.model_hash else None,
-    }
-    if not want or want != have or have["model_hash"] is None:
-        raise click.UsageError(
-            f"the checkpoint was made on {saved_dev['spec']}; the device on "
-            f"{dev.port} is not the same one (it holds "
-            f"{have['board']} fw {have['fw']}, model {str(have['model_hash'])[:16]}; the run "
-            f"was on {(want or {}).get('board')} fw {(want or {}).get('fw')}, model "
-            f"{str((want or {}).get('model_hash'))[:16]}): drop --device to continue on "
-            f"{saved_dev['spec']}"
-        )
-
-
-def _saved_device(path: str) -> dict[str, Any]:
-    """The device a stream checkpoint was made on (older ones: the host)."""
-    from twinpass.runtime.checkpoint import load_checkpoint
-
-    meta = load_checkpoint(path).meta
-    rec = meta.get("user", {}).get("run", {}).get("config", {}).get("device_spec")
-    if rec is None:
-        return device_spec_record(str(meta.get("device", "host")), None, None)
-    return dict(rec)
-
-
-def _check_resume(
-    ctx: click.Context,
-    saved: dict[str, Any],
-    source: str,
-    columns: list[str] | None,
-    target: str | None,
-    horizon: int,
-    hidden: int,
-    seed: int,
-    dtype: str,
-    config: Any,
-) -> None:
-    """Options given again on --resume must agree with the checkpoint's."""
-    clashes = []
-    if is_explicit(ctx, "source"):
-        kind, _ = parse_source_spec(source)
-        if kind != saved.get("source_kind"):
-            clashes.append(f"--source {saved.get('source')}")
-    wanted_target = target if target is not None else saved.get("target")
-    given = list(dict.fromkeys(c for c in columns or [] if c != wanted_target))
-    if columns is not None and given != saved.get("inputs"):
-        clashes.append(f"--columns {','.join(saved.get('inputs', []))}")
-    if target is not None and target != saved.get("target"):
-        clashes.append(f"--target {saved.get('target')}")
-    for name, value in (("horizon", horizon), ("hidden", hidden), ("seed", seed), ("dtype", dtype)):
-        if is_explicit(ctx, name) and value != saved.get(name):
-            clashes.append(f"--{name} {saved.get(name)}")
-    rule_given = any(is_explicit(ctx, k) for k in RULE_OPTION_NAMES)
-    if rule_given and config.to_dict() != saved.get("rule"):
-        clashes.append(f"the rule {saved.get('rule_name')} with {saved.get('rule')}")
-    if clashes:
-        raise click.UsageError(
-            "the checkpoint was made with " + "; ".join(clashes) + ": drop the clashing "
-            "options to continue it, or start a new run with another --checkpoint"
-        )
-
-
-def _check_resume_target(
-    ctx: click.Context, f: StreamForecaster, target_input: bool, target_mode: str
-) -> None:
-    """--target-input and --target-mode given again on --resume must be the checkpoint's."""
-    clashes = []
-    if is_explicit(ctx, "target_input") and target_input != f.target_input:
-        clashes.append("--target-input" if f.target_input else "--no-target-input")
-    if is_explicit(ctx, "target_mode") and target_mode != f.target_mode:
-        clashes.append(f"--target-mode {f.target_mode}")
-    if clashes:
-        raise click.UsageError(
-            "the checkpoint was made with " + "; ".join(clashes) + ": drop the clashing "
-            "options to continue it, or start a new run with another --checkpoint"
-        )
-
-
-def _check_resume_outliers(ctx: click.Context, f: StreamForecaster, outlier_z: float) -> None:
-    if is_explicit(ctx, "outlier_z") and (outlier_z or None) != f.outlier_z:
-        raise click.UsageError(
-            f"the checkpoint was made with --outlier-z {f.outlier_z or 0:g}: drop --outlier-z "
-            "to continue it"
-        )
-
-
-def _check_resume_metrics(ctx: click.Context, saved: dict[str, Any], every: int) -> None:
-    if is_explicit(ctx, "metrics_every") and every != saved.get("metrics_every"):
-        raise click.UsageError(
-            f"the checkpoint records metrics every {saved.get('metrics_every')} steps; "
-            "drop --metrics-every to continue it"
-        )

@@ -11,8 +11,17 @@ import click
 
 from twinpass.core.errors import DivergenceError
 from twinpass.runtime.atomic import write_json
-from twinpass.runtime.config import RuleConfig
 from twinpass.runtime.learner import OnlineLearner
+from twinpass.runtime.run import (
+    ON_DIVERGENCE,
+    ResumeClash,
+    check_training_options,
+    device_record,
+    fit_rule_to_device,
+    open_device,
+    resume_training,
+    training_task_options,
+)
 from twinpass.runtime.run_lock import hold_checkpoint
 from twinpass.runtime.tasks import TASKS, make_task
 from twinpass.runtime.training import EpochRecord, evaluate, train_epoch
@@ -20,16 +29,11 @@ from twinpass.runtime.training import EpochRecord, evaluate, train_epoch
 from .config_file import config_option
 from .display import Reporter
 from .options import (
-    ON_DIVERGENCE_CHOICES,
-    RULE_OPTION_NAMES,
     cli_wording,
-    device_from_options,
     device_options,
-    device_spec_record,
     dtype_option,
-    fit_rule_to_device,
+    given_options,
     hidden_option,
-    is_explicit,
     json_out_option,
     on_divergence_option,
     quiet_option,
@@ -157,42 +161,30 @@ def train(
     config = rule_config_from_options(rule_opts)
     report = Reporter(quiet=quiet)
     records: list[EpochRecord] = []
-    if resume and Path(checkpoint).exists():  # type: ignore[arg-type]
-        explicit = _explicit_options()
-        saved_dev = _saved_device(checkpoint)  # type: ignore[arg-type]
-        if explicit & {"device", "noise_scale", "analog_update"} and saved_dev != (
-            device_spec_record(device, noise_scale, analog_update)
-        ):
-            raise click.UsageError(
-                f"--resume continues the checkpoint's run on its device {saved_dev}: drop "
-                "--device/--noise-scale/--analog-update, or start a new run"
+    if resume and checkpoint is not None and Path(checkpoint).exists():
+        ctx = click.get_current_context()
+        given = given_options(ctx)
+        try:
+            # The device is closed when the command ends, whichever way (return, error,
+            # Ctrl-C): Click closes the context on every exit path. A serial device holds a
+            # port and a reader thread.
+            resumed = resume_training(
+                checkpoint,
+                given,
+                device=device_record(device, noise_scale, analog_update),
+                dtype=dtype,
+                on_open=lambda d: ctx.call_on_close(d.close),
             )
-        dev, _ = device_from_options(
-            saved_dev["spec"], saved_dev["noise_scale"], saved_dev["analog_update"], dtype
-        )
-        # Closed when the command ends, whichever way (return, error, Ctrl-C): Click closes
-        # the context on every exit path. A serial device holds a port and a reader thread.
-        click.get_current_context().call_on_close(dev.close)
-        learner, user = OnlineLearner.load(checkpoint, device=dev)  # type: ignore[arg-type]
-        if "stream" in user:
-            raise click.UsageError(
-                f"{checkpoint} is a checkpoint of `twinpass stream`, not of train: continue "
-                "it with `twinpass stream --checkpoint ... --resume`"
+            learner, saved_dev = resumed.learner, resumed.device_spec
+            # What was not given now comes from the checkpoint; what was given must agree.
+            task, pairing, horizon = training_task_options(
+                resumed.config, given, task, pairing, horizon
             )
-        if "on_divergence" in _explicit_options():
-            learner.on_divergence = ON_DIVERGENCE_CHOICES[on_divergence]
-        saved = user.get("config", {})
-        # What was not given now comes from the checkpoint; what was given must agree.
-        if "task" not in explicit:
-            task = saved.get("task", task)
-        params = saved.get("task_params", {})
-        if task == "mackey-glass":
-            pairing = pairing if "pairing" in explicit else params.get("pairing", pairing)
-        if "horizon" not in explicit and "horizon" in params:
-            horizon = params["horizon"]
-        the_task = make_task(task, **_task_kwargs(task, data, horizon, pairing))
-        _check_resume(saved, the_task, config, explicit, hidden, seed, batch, dtype)
-        records = [EpochRecord(**_record_fields(r)) for r in user.get("epochs", [])]
+            the_task = make_task(task, **_task_kwargs(task, data, horizon, pairing))
+            check_training_options(resumed.config, the_task, config, given)
+        except ResumeClash as e:
+            raise click.UsageError(str(e)) from None
+        records = [EpochRecord(**_record_fields(r)) for r in resumed.epochs]
         report.line(f"resumed from {checkpoint} after epoch {records[-1].epoch if records else 0}")
     else:
         the_task = make_task(task, **_task_kwargs(task, data, horizon, pairing))
@@ -202,9 +194,9 @@ def train(
                 f"sequence(s) of {the_task.name}",
                 param_hint="--batch",
             )
-        dev, dtype = device_from_options(device, noise_scale, analog_update, dtype)
+        dev, dtype = open_device(device, noise_scale, analog_update, dtype)
         click.get_current_context().call_on_close(dev.close)  # as above: on every exit path
-        config = fit_rule_to_device(config, dev, _explicit_options())
+        config = fit_rule_to_device(config, dev, set(given_options(click.get_current_context())))
         learner = OnlineLearner(
             the_task.n_in,
             the_task.n_out,
@@ -214,9 +206,9 @@ def train(
             seed=seed,
             dtype=dtype,
             device=dev,
-            on_divergence=ON_DIVERGENCE_CHOICES[on_divergence],
+            on_divergence=ON_DIVERGENCE[on_divergence],
         )
-        saved_dev = device_spec_record(device, noise_scale, analog_update)
+        saved_dev = device_record(device, noise_scale, analog_update)
     run_config = {
         "task": the_task.name,
         "task_params": the_task.metadata.get("params", {}),
@@ -281,55 +273,6 @@ def train(
         write_json(
             json_out,
             {"config": run_config, "epochs": [r.to_dict() for r in records], "wall_s": wall},
-        )
-
-
-def _saved_device(path: str) -> dict[str, Any]:
-    """The device a checkpoint was made on (checkpoints from before devices: the host)."""
-    from twinpass.runtime.checkpoint import load_checkpoint
-
-    meta = load_checkpoint(path).meta
-    rec = meta.get("user", {}).get("config", {}).get("device_spec")
-    if rec is None:
-        return device_spec_record(str(meta.get("device", "host")), None, None)
-    return dict(rec)
-
-
-def _explicit_options() -> set[str]:
-    """Names of the options the user set (not defaults)."""
-    ctx = click.get_current_context()
-    return {name for name in ctx.params if is_explicit(ctx, name)}
-
-
-def _check_resume(
-    saved: dict[str, Any],
-    task: Any,
-    config: RuleConfig,
-    explicit: set[str],
-    hidden: int,
-    seed: int,
-    batch: int,
-    dtype: str,
-) -> None:
-    """Refuse to resume a checkpoint with options that contradict it."""
-    conflicts = []
-    if saved.get("task") != task.name or saved.get("task_params") != task.metadata.get(
-        "params", {}
-    ):
-        conflicts.append(
-            f"task {task.name} {task.metadata.get('params')} "
-            f"(checkpoint: {saved.get('task')} {saved.get('task_params')})"
-        )
-    for name, value in (("hidden", hidden), ("seed", seed), ("batch", batch), ("dtype", dtype)):
-        if name in explicit and saved.get(name) != value:
-            conflicts.append(f"--{name} {value} (checkpoint: {saved.get(name)})")
-    if explicit & set(RULE_OPTION_NAMES) and saved.get("rule") != config.to_dict():
-        conflicts.append(f"rule {config.name} {config.to_dict()} (checkpoint: {saved.get('rule')})")
-    if conflicts:
-        raise click.UsageError(
-            "--resume continues the checkpoint's run; these options contradict it: "
-            + "; ".join(conflicts)
-            + ". Drop them, or start a new run without --resume."
         )
 
 

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 import twinpass.cli.stream as stream_cmd
 import twinpass.cli.train as train_cmd
+import twinpass.runtime.run as run_module
 from twinpass.cli.main import cli
 from twinpass.runtime.streaming import StreamSession
 
@@ -25,8 +26,9 @@ from twinpass.runtime.streaming import StreamSession
 def made(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The devices the commands make; each counts its close() calls in ``closes``."""
     devices: list[Any] = []
-    for module in (train_cmd, stream_cmd):
-        real = module.device_from_options
+    # A new run's device is opened by the command, a resumed run's by the runtime.
+    for module in (train_cmd, stream_cmd, run_module):
+        real = module.open_device
 
         def tracked(*args: Any, _real: Any = real, **kw: Any) -> tuple[Any, str]:
             dev, dtype = _real(*args, **kw)
@@ -41,7 +43,7 @@ def made(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
             devices.append(dev)
             return dev, dtype
 
-        monkeypatch.setattr(module, "device_from_options", tracked)
+        monkeypatch.setattr(module, "open_device", tracked)
     return devices
 
 
