@@ -175,7 +175,7 @@ class OnlineLearner:
                 )
                 raise DivergenceError(
                     f"{self.config.name} diverged at step {self.steps}: {what} "
-                    f"(lr={self.config.lr:g}); lower the learning rate, or use "
+                    f"({self._divergence_lr()}); lower that learning rate, or use "
                     "on_divergence='rollback' to restore the last good parameters and go on",
                     step=self.steps,
                     rule=self.config.name,
@@ -337,6 +337,28 @@ class OnlineLearner:
                 f"for a batch of {self.batch} streams of width {width}"
             )
         return np.ascontiguousarray(a, dtype=self.dtype), squeeze
+
+    def _divergence_lr(self) -> str:
+        """The learning rate to name in a divergence message: ``lr_hidden`` when only the
+        hidden weights (A, R) are out of bounds or not finite, ``lr`` when only the readout's
+        (B, D) are, both when both are or when neither is (a non-finite loss or update
+        leaves the weights as they were, so the step that caused it is unknown)."""
+        lr, lr_h = self.config.lr, self.config.hidden_lr
+        if lr_h == lr:
+            return f"lr={lr:g}"
+        model = self.device.read_model()
+
+        def bad(names: tuple[str, ...]) -> bool:
+            return any(
+                not (np.max(np.abs(model[k]), initial=0.0) <= self.max_weight) for k in names
+            )
+
+        hidden, readout = bad(("A", "R")), bad(("B", "D"))
+        if hidden and not readout:
+            return f"lr_hidden={lr_h:g}, the hidden weights' step"
+        if readout and not hidden:
+            return f"lr={lr:g}, the readout's step"
+        return f"lr={lr:g} for the readout, lr_hidden={lr_h:g} for the hidden weights"
 
     def _first_bad(self, res: StepResult) -> int | None:
         """Index of the first diverged step of a block, or None if the block is healthy."""
