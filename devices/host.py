@@ -106,9 +106,9 @@ class HostDevice:
         )
         dims = network_dims(*arrays)
         spec = check_rule(rule, self.info(), (dims.n_in, dims.n_hidden, dims.n_out))
-        # The gradient rules pair each step's influence with its own label (no ring of
-        # past traces): they learn without a label delay.
-        grad = spec.rule in GRADIENT_RULES
+        # e-prop keeps a ring of past eligibility traces for a delayed label (docs/design.md
+        # §3.8); RTRL and UORO pair each step's influence with its own label only.
+        grad = spec.rule in GRADIENT_RULES and spec.rule != "eprop"
         check_label_delay(label_delay, 0 if grad else None, f"{self.name} ({spec.rule})")
         self._rule: RuleSpec = spec
         self._dims: Dims = dims
@@ -137,7 +137,7 @@ class HostDevice:
         )
         if self._grad:
             self._gstate = allocate_gradient_state(
-                dims, nb, name, feedback=spec.feedback, seed=seed
+                dims, nb, name, feedback=spec.feedback, seed=seed, delay=self._delay
             )
             self._gws = allocate_gradient_workspace(dims, nb, name, decorrelation=self._decor)
         if self._bp:
@@ -249,6 +249,7 @@ class HostDevice:
                 radius_bound=r.radius_bound,
                 guard_every=r.guard_every,
                 feedback=r.feedback,
+                delay=self._delay,
             )
             # One clean replica: its loss stands for both.
             return StepResult(pred, loss1, loss1.copy(), applied)
@@ -353,6 +354,8 @@ class HostDevice:
             state.update({f"bptt.{f}": getattr(self._bufs, f) for f in STATE_FIELDS})
         if self._grad:
             state.update({f"grad.{f}": getattr(self._gstate, f) for f in GRADIENT_STATE_FIELDS})
+            if self._delay > 0:
+                state["grad.ring"] = self._gstate.ring
         return state
 
     def _check_open(self) -> None:

@@ -46,7 +46,9 @@ from .online_gradient import (
 )
 from .perturbation import (
     BLOCK_JIT,
+    C_FILL,
     C_GUARD,
+    C_HEAD,
     C_RLS_BOUND,
     C_RLS_RESET,
     C_TOTAL,
@@ -55,6 +57,7 @@ from .perturbation import (
     _copy,
     _features,
     _labelled,
+    _stream_loss,
     _zero,
 )
 from .readout import READOUT_RLS, rls_flush
@@ -87,7 +90,7 @@ def _flush(A, R, E, keep, aps, z, kk):
 def eprop_block(
     A, R, B, D, xh, U, Y, pred, loss,
     lr, lr_h, eps, decor, readout, leak, mu, lam, p0, radius_bound, guard_every,
-    M, E, work, z, f, err, co, q, P, ph, pp_flag, counts, gv, gw,
+    M, E, work, z, f, err, co, q, P, ph, pp_flag, counts, gv, gw, delay, ring, rec_o, rec_f,
 ):  # fmt: skip
     """e-prop over a block of T steps; returns the number of steps taken.
 
@@ -101,6 +104,13 @@ def eprop_block(
     err and co (nb,n_out), q (N,), gw (N,). The guard and the counts as in
     :func:`.perturbation.perturbation_block`. A step whose input, output or loss is not
     finite is reported and not taken; the kernel returns its index.
+
+    delay d (docs/design.md §3.8): Y[s] is the label of step s - d. With d >= 1 step s
+    first learns step s - d from Y[s], with what was recorded at s - d in the ring slot it
+    is about to reuse (ring (d,nb,N,N+n_in): the trace E_{s-d}; rec_o[:, 0]: the
+    prediction; rec_f: the features), then runs its forward pass. The first d labels after
+    a reset belong to no recorded step and are ignored (loss NaN). With d = 0 the ring and
+    records are not read (any shape).
     """
     T = U.shape[0]
     nb, n = xh.shape
@@ -123,6 +133,8 @@ def eprop_block(
     _zero(kk)
     keep = one
     done = T
+    lo = 0.0
+    labelled = False
     for s in range(T):
         if radius_bound > 0.0 and counts[C_TOTAL] > 0 and counts[C_TOTAL] % guard_every == 0:
             _flush(A, R, E, keep, aps, z, kk)
@@ -133,6 +145,43 @@ def eprop_block(
                 counts[C_GUARD] += 1
         u = U[s]
         ys = Y[s]
+        slot = counts[C_HEAD]
+        if delay > 0:
+            loss[s] = np.nan
+            if counts[C_FILL] >= delay:
+                rp = rec_o[slot, 0]
+                for b in range(nb):
+                    for o in range(err.shape[1]):
+                        err[b, o] = rp[b, o] - ys[b, o]
+                lo = 0.0
+                for b in range(nb):
+                    lo += _stream_loss(rp, ys, b)
+                lo /= nb
+                loss[s] = lo
+                if _labelled(ys):
+                    if not np.isfinite(lo):
+                        done = s
+                        break
+                    learning_signal(M, err, L)
+                    if decor:
+                        transpose_product(D, L, Lt)
+                    else:
+                        _copy(Lt, L)
+                    st = E.dtype.type(hidden_step(readout, M, n, lrh_nb))
+                    rE = ring[slot]
+                    for i in range(n):
+                        for b in range(nb):
+                            c = -st * Lt[b, i]
+                            for j in range(n):
+                                R[i, j] = fma(c, rE[b, i, j], R[i, j])
+                            for j in range(A.shape[1]):
+                                A[i, j] = fma(c, rE[b, i, n + j], A[i, j])
+                    learn_readout(
+                        readout, B, P, ph, pp_flag, rec_f[slot], ys, err, lr_nb, mu, lam, p0,
+                        co, counts, C_RLS_RESET, C_RLS_BOUND,
+                    )  # fmt: skip
+                else:
+                    counts[C_UNLABELLED] += 1
         for i in range(n):
             if nb == 1:
                 # Update and product in one sweep of the row.
@@ -170,9 +219,15 @@ def eprop_block(
         keep = one
         step_tail(xp, x, psi, D, xh, xhn, decor, leak)
         _features(f, xhn, u)
-        lo = readout_and_error(B, f, n, ys, pred[s], err)
-        loss[s] = lo
-        labelled = _labelled(ys)
+        if delay > 0:
+            # Y[s] is not this step's label: only the forecast is checked.
+            readout_and_error(B, f, n, ys, pred[s], co)
+            labelled = False
+            lo = 0.0
+        else:
+            lo = readout_and_error(B, f, n, ys, pred[s], err)
+            loss[s] = lo
+            labelled = _labelled(ys)
         if not (_all_finite(u) and _all_finite(pred[s]) and (np.isfinite(lo) or not labelled)):
             done = s
             break
@@ -182,7 +237,21 @@ def eprop_block(
                 aps[b, i] = alpha * psi[b, i]
         presynaptic(z, xh, u)
         keep = trace_keep
-        if labelled:
+        if delay > 0:
+            # Record E_s (the value the next pass writes), the forecast and the features.
+            rE = ring[slot]
+            for b in range(nb):
+                for i in range(n):
+                    ps = aps[b, i]
+                    for j in range(z.shape[1]):
+                        rE[b, i, j] = fma(ps, z[b, j], E[b, i, j] * keep)
+                for o in range(err.shape[1]):
+                    rec_o[slot, 0, b, o] = pred[s, b, o]
+            _copy(rec_f[slot], f)
+            if counts[C_FILL] < delay:
+                counts[C_FILL] += 1
+            counts[C_HEAD] = (slot + 1) % ring.shape[0]
+        elif labelled:
             learning_signal(M, err, L)
             if decor:
                 transpose_product(D, L, Lt)
@@ -196,7 +265,7 @@ def eprop_block(
                 readout, B, P, ph, pp_flag, f, ys, err, lr_nb, mu, lam, p0, co, counts,
                 C_RLS_RESET, C_RLS_BOUND,
             )  # fmt: skip
-        else:
+        elif delay == 0:
             counts[C_UNLABELLED] += 1
         if decor:
             decorrelate(D, xhn, eps, tmp, q)

@@ -78,13 +78,16 @@ class GradientState:
     (nb, N, N + n_in); xt (nb, N): UORO's x̃ ((0, 0) otherwise); tn (nb,) float64: UORO's
     ‖θ̃‖; feedback (n_out, N): the fixed random feedback matrix ((0, 0) with symmetric
     feedback, which sends the error back through B). All but the feedback are zeroed at a
-    sequence's start (:meth:`reset`).
+    sequence's start (:meth:`reset`). ring: e-prop's eligibility traces of the last d steps
+    under a label delay d (docs/design.md §3.8), read only while labels are pending; it
+    is not in :data:`GRADIENT_STATE_FIELDS` (a checkpoint adds it when d > 0).
     """
 
     trace: np.ndarray
     xt: np.ndarray
     tn: np.ndarray
     feedback: np.ndarray
+    ring: np.ndarray  # e-prop with a label delay d: (d, nb, N, N + n_in), else (0, nb, N, 0)
 
     def reset(self) -> None:
         """A new sequence: the state does not depend on the weights yet."""
@@ -113,6 +116,7 @@ def allocate_gradient_state(
     feedback: str = "symmetric",
     seed: int = 0,
     memory_limit: int | None = None,
+    delay: int = 0,
 ) -> GradientState:
     """A fresh state for ``rule`` (rtrl, eprop, uoro); RTRL refuses a network too large.
 
@@ -120,6 +124,7 @@ def allocate_gradient_state(
     that each output's column has a norm near 1.
     """
     _check_rule(rule, feedback)
+    _check_delay(rule, delay)
     if rule == "rtrl":
         check_rtrl_memory(dims, nb, memory_limit)
     n, dt = dims.n_hidden, dims.dtype
@@ -132,7 +137,23 @@ def allocate_gradient_state(
         xt=np.zeros((nb, n) if rule == "uoro" else (0, 0), dt),
         tn=np.zeros(nb if rule == "uoro" else 0),
         feedback=fb,
+        ring=np.zeros(_ring_shape(rule, dims, nb, delay), dt),
     )
+
+
+def _ring_shape(rule: str, dims: Dims, nb: int, delay: int) -> tuple[int, int, int, int]:
+    n, w = dims.n_hidden, dims.n_hidden + dims.n_in
+    return (int(delay), nb, n, w) if rule == "eprop" and delay > 0 else (0, nb, n, 0)
+
+
+def _check_delay(rule: str, delay: int) -> None:
+    if int(delay) < 0:
+        raise ConfigError(f"delay must be >= 0 (steps between a step and its label), got {delay}")
+    if int(delay) > 0 and rule != "eprop":
+        raise ConfigError(
+            f"{rule} learns without a label delay (got {delay}): of the gradient rules only "
+            "eprop keeps the ring of past traces a delayed label needs"
+        )
 
 
 @dataclass(frozen=True)
@@ -209,14 +230,16 @@ def run_gradient(
     radius_bound: float | None = None,
     guard_every: int = 1000,
     feedback: str = "symmetric",
+    delay: int = 0,
 ) -> int:
     """Run ``rule`` (rtrl, eprop, uoro) over a block, updating everything in place.
 
     params (A, R, B, D) and the hidden state xh (nb, N); rng the generator state (UORO's
     signs); U (T, nb, n_in), Y (T, nb, n_out) read; pred (T, nb, n_out) and loss (T,)
     float64 written. ``state`` holds the readout's state, the counts and the guard's vector
-    (:func:`.api.allocate_learn_state` with delay 0), ``gstate`` the rule's own
-    (:func:`allocate_gradient_state`). Labels arrive with their step (no label delay).
+    (:func:`.api.allocate_learn_state` with the same delay), ``gstate`` the rule's own
+    (:func:`allocate_gradient_state`, same delay). ``delay`` d: Y[s] is the label of step
+    s - d (e-prop only, docs/design.md §3.8; 0 for rtrl and uoro).
     Returns the number of steps taken: fewer than T when a step's input, output or loss
     was not finite (that step is reported, not applied).
     """
@@ -238,7 +261,8 @@ def run_gradient(
         raise ConfigError(f"forgetting must be in (0, 1], got {forgetting}")
     if int(guard_every) < 1:
         raise ConfigError(f"guard_every must be >= 1, got {guard_every}")
-    check_learn_state(state, dims, nb, delay=0, rls=readout == "rls")
+    _check_delay(rule, delay)
+    check_learn_state(state, dims, nb, delay=delay, rls=readout == "rls")
     hint = " (allocate it with allocate_gradient_state(dims, batch, rule, ...))"
     try:
         check_array("gstate.trace", gstate.trace, _trace_shape(rule, dims, nb), dt)
@@ -247,6 +271,7 @@ def run_gradient(
         check_array("gstate.tn", gstate.tn, (nb,) if uoro else (0,), np.dtype(np.float64))
         fb_shape = (dims.n_out, n) if feedback == "random" else gstate.feedback.shape
         check_array("gstate.feedback", gstate.feedback, fb_shape, dt)
+        check_array("gstate.ring", gstate.ring, _ring_shape(rule, dims, nb, delay), dt)
     except ShapeError as exc:
         raise ShapeError(f"{exc}{hint}") from None
     rtrl = rule == "rtrl"
@@ -282,6 +307,7 @@ def run_gradient(
             eprop_block(
                 A, R, B, D, xh, U, Y, pred, loss, *hyper,
                 M, gstate.trace, ws.work, ws.z, ws.f, ws.err, ws.co, ws.q, *tail,
+                int(delay), gstate.ring, st.rec_o, st.rec_f,
             )
         )  # fmt: skip
     if rule == "uoro":

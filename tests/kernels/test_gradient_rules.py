@@ -43,9 +43,10 @@ def run_kernel(prob, rule, dtype=np.float64, chunks=(), seed=0, **kw):
     dims = network_dims(A, R, B, D)
     T, nb, _ = prob["U"].shape
     readout = kw.get("readout", "anp")
-    state = allocate_learn_state(dims, nb, rls=readout == "rls")
+    delay = kw.get("delay", 0)
+    state = allocate_learn_state(dims, nb, rls=readout == "rls", delay=delay)
     feedback = kw.get("feedback", "symmetric")
-    gstate = allocate_gradient_state(dims, nb, rule, feedback=feedback, seed=seed)
+    gstate = allocate_gradient_state(dims, nb, rule, feedback=feedback, seed=seed, delay=delay)
     ws = allocate_gradient_workspace(dims, nb, rule, decorrelation=decor)
     xh = np.zeros((nb, n), dtype)
     rng = new_rng_state(seed)
@@ -141,6 +142,40 @@ def test_kernel_matches_reference(rule, seed, leak, decor, nb, features, readout
     assert got["taken"] == p["U"].shape[0]
     for key in ("preds", "A", "R", "B") + (("D",) if decor else ()):
         np.testing.assert_allclose(got[key], ref[key], rtol=1e-9, atol=1e-11, err_msg=key)
+
+
+@settings(max_examples=16, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    delay=st.sampled_from([1, 3, 24]),
+    leak=st.sampled_from([1.0, 0.3]),
+    decor=st.booleans(),
+    nb=st.sampled_from([1, 2]),
+    readout=st.sampled_from(["anp", "nlms"]),
+    cut=st.integers(1, 29),
+)
+def test_eprop_with_a_label_delay_matches_reference(seed, delay, leak, decor, nb, readout, cut):
+    """Y[t] labels step t - d: the kernel, cut anywhere into blocks, is the delayed reference."""
+    p = make_problem(seed, nb=nb, steps=30, decor=decor)
+    kw = {"lr": 0.05, "lr_hidden": 0.1, "leak": leak, "readout": readout, "eps": 0.01}
+    got = run_kernel(p, "eprop", chunks=(cut,), delay=delay, **kw)
+    ref = naive.run_eprop_delayed(
+        p["A"], p["R"], p["B"], p["D"], p["U"], p["Y"], delay=delay, lr=0.05, lr_hidden=0.1,
+        leak=leak, readout=readout, decor_eps=0.01,
+    )  # fmt: skip
+    assert got["taken"] == 30
+    np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-9, atol=1e-11)
+    for key in ("preds", "A", "R", "B") + (("D",) if decor else ()):
+        np.testing.assert_allclose(got[key], ref[key], rtol=1e-9, atol=1e-11, err_msg=key)
+    if delay < 30:
+        assert not np.allclose(got["R"], p["R"])  # the hidden weights did learn
+
+
+@pytest.mark.parametrize("rule", ["rtrl", "uoro"])
+def test_a_label_delay_is_refused_by_rtrl_and_uoro(rule):
+    dims = network_dims(*(np.zeros(s) for s in ((N, N_IN), (N, N), (N_OUT, N), (N, N))))
+    with pytest.raises(ConfigError, match="only eprop"):
+        allocate_gradient_state(dims, 1, rule, delay=2)
 
 
 @pytest.mark.parametrize("decor", [False, True])

@@ -173,3 +173,61 @@ def uoro_gradients(A, R, B, D, U, Y, draws, rng, leak=1.0):
         G += (xt @ L)[:, None, None] * th
         xh = xhn
     return G
+
+
+def run_eprop_delayed(
+    A, R, B, D, U, Y, *, delay, lr, lr_hidden=None, leak=1.0, readout="anp", decor_eps=0.0
+):
+    """e-prop with a label delay d: Y[t] is the label of step t - d (docs/design.md §3.8).
+
+    At step t the update of step t - d is applied first, from what was kept at t - d (its
+    eligibility trace E, features and prediction), with the current feedback B and D; then
+    step t runs forward with the updated weights. The first d labels are ignored. The hidden
+    weights' signal is the kept prediction's error; NLMS's readout step is the current
+    readout's error on the kept features (as the kernel's readout update is). Returns
+    the predictions, the losses (NaN where no step is learned) and the final parameters.
+    """
+    A, R, B = (np.array(p, np.float64) for p in (A, R, B))
+    n, n_in = A.shape
+    decor = D is not None
+    D = np.array(D, np.float64) if decor else np.eye(n)
+    T, nb, _ = U.shape
+    n_out = B.shape[0]
+    lr_h = lr if lr_hidden is None else lr_hidden
+    xh = np.zeros((nb, n))
+    E = np.zeros((nb, n, n + n_in))
+    kept = {}
+    preds = np.zeros((T, nb, n_out))
+    losses = np.full(T, np.nan)
+    for t in range(T):
+        if t >= delay > 0:
+            Ek, fk, yk = kept.pop(t - delay)
+            err = yk - Y[t]
+            losses[t] = np.mean(err**2)
+            L = 2.0 / n_out * err @ B[:, :n]
+            step = lr_h / nb
+            if readout != "anp":
+                step /= 1.0 + np.sum(B[:, :n] ** 2)
+            G = sum(step * (D.T @ L[b])[:, None] * Ek[b] for b in range(nb))
+            R -= G[:, :n]
+            A -= G[:, n:]
+            if readout == "anp":
+                B -= lr / nb * (2.0 / n_out) * err.T @ fk
+            else:  # NLMS: the current readout's error on the kept features
+                now = fk @ B.T - Y[t]
+                B -= (
+                    sum(0.5 * np.outer(now[b], fk[b]) / (1e-6 + fk[b] @ fk[b]) for b in range(nb))
+                    / nb
+                )
+        u = U[t]
+        _, psi, xhn = _step_state(A, R, D, xh, u, leak)
+        f = features(xhn, u, B.shape[1])
+        preds[t] = f @ B.T
+        z = np.concatenate([xh, u], axis=1)
+        for b in range(nb):
+            E[b] = (1 - leak) * E[b] + leak * np.outer(psi[b], z[b])
+        kept[t] = (E.copy(), f.copy(), preds[t].copy())
+        if decor:
+            D = decorrelate(D, xhn, decor_eps)
+        xh = xhn
+    return {"preds": preds, "loss": losses, "A": A, "R": R, "B": B, "D": D if decor else None}
