@@ -596,6 +596,16 @@ def test_max_weight_divergence_message_names_the_weight() -> None:
     assert "exceeds" in str(info.value) and "not finite" not in str(info.value)
 
 
+def test_a_divergence_of_the_hidden_weights_names_lr_hidden() -> None:
+    """Under the exact readout only the hidden step can run away: the message names it."""
+    learner = OnlineLearner(1, 1, 20, RuleConfig(lr_hidden=1e8, radius_bound=None), seed=0)
+    u = np.sin(0.1 * np.arange(4000)).astype(np.float32)[:, None]
+    with pytest.raises(DivergenceError) as info:
+        learner.run(u[:-1], u[1:])
+    assert "lr_hidden=1e+08, the hidden weights' step" in str(info.value)
+    assert "lr=" not in str(info.value)
+
+
 @pytest.mark.parametrize("name", ["ANP", "NP", "WP"])
 def test_rollback_restores_the_last_good_snapshot(name: str) -> None:
     """At lr 1e3 every block ends above max_weight, so each is rolled back to the snapshot
