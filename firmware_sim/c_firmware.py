@@ -30,7 +30,8 @@ QEMU_PTY = re.compile(rb"char device redirected to (\S+)")
 
 
 def firmware_dir() -> Path:
-    """The C firmware's source folder: ``TWINPASS_FIRMWARE_DIR``, else the checkout's."""
+    """The C firmware's source folder: ``TWINPASS_FIRMWARE_DIR``, else the installed package's
+    (``twinpass/firmware``, which is the checkout's ``firmware/`` in an editable install)."""
     env = os.environ.get("TWINPASS_FIRMWARE_DIR")
     candidates = [Path(env)] if env else []
     candidates.append(Path(__file__).resolve().parents[1] / "firmware")
@@ -40,8 +41,8 @@ def firmware_dir() -> Path:
     raise DeviceError(
         "the C firmware's sources were not found (looked in "
         + ", ".join(str(p) for p in candidates)
-        + "): run from a source checkout of twinpass, set TWINPASS_FIRMWARE_DIR, or pass a "
-        "built image"
+        + "): the wheel ships them as twinpass/firmware; set TWINPASS_FIRMWARE_DIR to a copy "
+        "of the sources, or pass a built image"
     )
 
 
@@ -88,7 +89,10 @@ def build_host(out: Path | None = None) -> Path:
     """The host-board firmware ``twinpass_fw_host`` (built with the system C compiler)."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
     if cc is None:
-        raise DeviceError("no C compiler (cc or gcc) on PATH: cannot build the C firmware")
+        raise DeviceError(
+            "no C compiler (cc or gcc) on PATH: install gcc (Debian/Ubuntu: apt-get install "
+            "gcc) to build the C firmware, or set CC"
+        )
 
     def build(dest: Path) -> None:
         cmd = ["sh", str(firmware_dir() / "build.sh"), str(dest)]

@@ -287,3 +287,13 @@ def test_wheel_holds_every_module_and_nothing_else(tmp_path: Path) -> None:
     assert not junk, f"caches in the wheel: {junk}"
     assert f"{NAMESPACE}/__init__.py" in names
     assert f"{NAMESPACE} = {ENTRY_POINT}" in entry_points
+    # The C firmware's sources and build scripts, for `hil --firmware c|qemu` off a checkout.
+    firmware = REPO / "firmware"
+    sources = {
+        f"{NAMESPACE}/firmware/" + p.relative_to(firmware).as_posix()
+        for p in firmware.rglob("*")
+        if p.suffix in {".c", ".h", ".ld", ".sh"}
+    }
+    assert len(sources) > 30
+    missing = sorted(sources - names)
+    assert not missing, f"firmware sources missing from the wheel: {missing}"
