@@ -19,3 +19,19 @@ uint32_t tp_crc32_update(uint32_t crc, const uint8_t *data, size_t len)
     }
     return ~crc;
 }
+
+uint32_t tp_crc32_int32_le(const int32_t *values, size_t n)
+{
+    uint32_t crc = 0;
+    uint8_t le[4];
+    size_t k;
+    for (k = 0; k < n; k++) {
+        uint32_t v = (uint32_t)values[k]; /* conversion to unsigned is modulo 2^32 */
+        le[0] = (uint8_t)(v & 0xFFu);
+        le[1] = (uint8_t)((v >> 8) & 0xFFu);
+        le[2] = (uint8_t)((v >> 16) & 0xFFu);
+        le[3] = (uint8_t)((v >> 24) & 0xFFu);
+        crc = tp_crc32_update(crc, le, 4);
+    }
+    return crc;
+}

@@ -9,4 +9,8 @@
  * CRC of a followed by b (as zlib.crc32(b, zlib.crc32(a))). */
 uint32_t tp_crc32_update(uint32_t crc, const uint8_t *data, size_t len);
 
+/* The CRC of n int32 values as little-endian bytes (as zlib.crc32 of a '<i4' array): how a
+ * constant table proves it is the one the simulator uses. */
+uint32_t tp_crc32_int32_le(const int32_t *values, size_t n);
+
 #endif

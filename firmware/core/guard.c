@@ -18,17 +18,7 @@ const int32_t tp_exp2_table[16] = {
 
 uint32_t tp_exp2_table_crc32(void)
 {
-    uint8_t b[4];
-    uint32_t crc = 0, k;
-    for (k = 0; k < 16; k++) {
-        uint32_t v = (uint32_t)tp_exp2_table[k];
-        b[0] = (uint8_t)(v & 0xFFu);
-        b[1] = (uint8_t)((v >> 8) & 0xFFu);
-        b[2] = (uint8_t)((v >> 16) & 0xFFu);
-        b[3] = (uint8_t)((v >> 24) & 0xFFu);
-        crc = tp_crc32_update(crc, b, 4);
-    }
-    return crc;
+    return tp_crc32_int32_le(tp_exp2_table, 16);
 }
 
 /* The number of bits of x (0 for 0). */

@@ -115,18 +115,7 @@ const int32_t tp_tanh_table[TP_TANH_SIZE] = {
 
 uint32_t tp_tanh_table_crc32(void)
 {
-    uint32_t crc = 0;
-    uint8_t le[4];
-    uint32_t k;
-    for (k = 0; k < TP_TANH_SIZE; k++) {
-        uint32_t v = (uint32_t)tp_tanh_table[k]; /* values are >= 0 */
-        le[0] = (uint8_t)(v & 0xFFu);
-        le[1] = (uint8_t)((v >> 8) & 0xFFu);
-        le[2] = (uint8_t)((v >> 16) & 0xFFu);
-        le[3] = (uint8_t)((v >> 24) & 0xFFu);
-        crc = tp_crc32_update(crc, le, 4);
-    }
-    return crc;
+    return tp_crc32_int32_le(tp_tanh_table, TP_TANH_SIZE);
 }
 
 int32_t tp_tanh_q16(int32_t a)
