@@ -86,6 +86,19 @@ def _flush(A, R, E, keep, aps, z, kk):
             _trace_row(A, R, E, b, i, keep, aps, z, kk)
 
 
+@njit(inline="always")
+def _hidden_signal(M, err, L, D, Lt, decor, readout, lrh_nb):
+    """The learning signal of the hidden units into ``Lt`` (through D's transpose when
+    decorrelating) and the hidden step to scale it by; the same for a step learned now and
+    one learned from the ring when its delayed label arrives."""
+    learning_signal(M, err, L)
+    if decor:
+        transpose_product(D, L, Lt)
+    else:
+        _copy(Lt, L)
+    return hidden_step(readout, M, L.shape[1], lrh_nb)
+
+
 @njit(**BLOCK_JIT)
 def eprop_block(
     A, R, B, D, xh, U, Y, pred, loss,
@@ -162,12 +175,7 @@ def eprop_block(
                     if not np.isfinite(lo):
                         done = s
                         break
-                    learning_signal(M, err, L)
-                    if decor:
-                        transpose_product(D, L, Lt)
-                    else:
-                        _copy(Lt, L)
-                    st = E.dtype.type(hidden_step(readout, M, n, lrh_nb))
+                    st = E.dtype.type(_hidden_signal(M, err, L, D, Lt, decor, readout, lrh_nb))
                     rE = ring[slot]
                     for i in range(n):
                         for b in range(nb):
@@ -252,12 +260,7 @@ def eprop_block(
                 counts[C_FILL] += 1
             counts[C_HEAD] = (slot + 1) % ring.shape[0]
         elif labelled:
-            learning_signal(M, err, L)
-            if decor:
-                transpose_product(D, L, Lt)
-            else:
-                _copy(Lt, L)
-            st = E.dtype.type(hidden_step(readout, M, n, lrh_nb))
+            st = E.dtype.type(_hidden_signal(M, err, L, D, Lt, decor, readout, lrh_nb))
             for b in range(nb):
                 for i in range(n):
                     kk[b, i] = st * Lt[b, i]
