@@ -157,8 +157,9 @@ def update(
     A, R, B, dl, da, db, u, xh_prev, f, lg, lgh, cap, readout, mu, b1, ystar, kh, ko,
 ):  # fmt: skip
     """§6.5: A, R, B in place from per-stream dl, da, db; f (nb, F) replica 1's features;
-    readout 0: B by ANP's estimate (step lg), 1: NLMS (step mu, from b1 and ystar); the
-    hidden step lgh, divided by 1 + ‖B_h‖² with NLMS. kh (nb, N), ko (nb, n_out) scratch."""
+    readout 0: B by ANP's estimate (step lg), 1: NLMS (step mu, from b1 and ystar), 2: B
+    left to :func:`rls_update`; the hidden step lgh, divided by 1 + ‖B_h‖² with an exact
+    readout. kh (nb, N), ko (nb, n_out) scratch."""
     nb, n = da.shape
     n_out = db.shape[1]
     F = f.shape[1]
@@ -194,7 +195,7 @@ def update(
             go = _sat(_div(d * lgo, ndb * nb), 1 << 38)
             for o in range(n_out):
                 ko[s, o] = _sat(_rsr(go * db[s, o], 8), 1 << 33)
-        else:
+        elif readout == 1:
             den = (min(nf, 1 << 56) + 4295) * nb
             for o in range(n_out):
                 e = _sat(b1[s, o] - ystar[s, o], 1 << 23)
@@ -202,7 +203,68 @@ def update(
     acc = np.empty(max(n, u.shape[1], F), np.int64)
     _apply(A, kh, u, acc, 24)
     _apply(R, kh, xh_prev, acc, 24)
-    _apply(B, ko, f, acc, 24 if readout == 0 else 14)
+    if readout != 2:
+        _apply(B, ko, f, acc, 24 if readout == 0 else 14)
+
+
+@njit(cache=True)
+def rls_update(P, B, f, ystar, lam24, im1, p0, g, k):
+    """§6.8: the RLS readout stream by stream, P (F, F) and B in place from replica 1's
+    features f (nb, F) and the saturated targets ystar (nb, n_out); g, k (F,) scratch.
+    Returns the number of resets of P."""
+    nb, F = f.shape
+    n_out = B.shape[0]
+    resets = 0
+    for s in range(nb):
+        hit = False
+        for i in range(F):
+            acc = 0
+            for j in range(F):
+                acc += _rsr(P[i, j] * f[s, j], 16)
+            if acc > 2147483647 or acc < -2147483647:
+                hit = True
+            g[i] = _sat32(acc)
+        c = lam24
+        for j in range(F):
+            c += _rsr(f[s, j] * g[j], 16)
+        if c <= 0:
+            _rls_reset(P, p0)
+            resets += 1
+            continue
+        for i in range(F):
+            k[i] = _div(g[i] << 24, c)
+        for o in range(n_out):
+            acc = 0
+            for j in range(F):
+                acc += B[o, j] * f[s, j]
+            e = _sat(_sat32(_rsr(acc, 24)) - ystar[s, o], 1 << 23)
+            for j in range(F):
+                B[o, j] = _sat32(B[o, j] - _rsr(k[j] * e, 16))
+        for i in range(F):
+            for j in range(i, F):
+                q = _sat32(P[i, j] - _rsr(k[i] * g[j], 24))
+                p = q + _rsr(q * im1, 32)
+                if p > 2147483647 or p < -2147483648:
+                    hit = True
+                p = _sat32(p)
+                P[i, j] = p
+                P[j, i] = p
+        for i in range(F):
+            if P[i, i] <= 0:
+                hit = True
+        if hit:
+            _rls_reset(P, p0)
+            resets += 1
+    return resets
+
+
+@njit(inline="always")
+def _rls_reset(P, p0):
+    """P <- p0 I."""
+    for i in range(P.shape[0]):
+        for j in range(P.shape[1]):
+            P[i, j] = 0
+        P[i, i] = p0
 
 
 @njit(inline="always")
@@ -229,3 +291,5 @@ def warm_up() -> None:
                  z.copy(), z.copy(), z.copy(), z.copy(), z.copy(), z.copy())  # fmt: skip
     update(z.copy(), z.copy(), z.copy(), np.zeros(1, np.int64), z, z, z, z, z, 1, 1, True, 0,
            1, z, z, z.copy(), z.copy())  # fmt: skip
+    one = np.zeros(1, np.int64)
+    rls_update(z.copy(), z.copy(), z, z, 1 << 24, 0, 1 << 24, one, one.copy())

@@ -37,9 +37,11 @@ from typing import Any
 import numpy as np
 
 from twinpass.core.errors import ConfigError, ShapeError
-from twinpass.protocol.hyper import READOUT_ANP, Hyper
+from twinpass.protocol.hyper import READOUT_ANP, READOUT_RLS, Hyper
 from twinpass.protocol.qformat import (
     A_FRAC,
+    I32_MAX,
+    I32_MIN,
     IO_LIMIT,
     MAX_BATCH,
     ONE_A,
@@ -164,6 +166,38 @@ def hidden_gain_q(hyper: Hyper) -> int:
     return min(rshift_round(int(hyper.lrh_q) * int(hyper.gain_q), 24), LG_LIMIT)
 
 
+def rls_lambda_q24(hyper: Hyper) -> int:
+    """RLS's λ in Q24 from its ``im1_q = 1/λ − 1`` (Q32): ``2**56 // (2**32 + im1_q)`` (§6.8)."""
+    return (1 << 56) // ((1 << 32) + int(hyper.im1_q))
+
+
+def rls_stream(P: np.ndarray, B: np.ndarray, f: np.ndarray, ystar: np.ndarray, hyper: Hyper) -> int:
+    """One stream's RLS readout step (docs/protocol.md §6.8) on P (F, F) and B (n_out, F) in
+    place, from replica 1's features f (F,) and the saturated targets (n_out,); returns the
+    number of resets of P (0 or 1)."""
+    g = rshift_round(P * f[None, :], 16).sum(axis=1)
+    hit = bool((np.abs(g) > I32_MAX).any())
+    g = sat32(g)
+    c = rls_lambda_q24(hyper) + int(rshift_round(f * g, 16).sum())
+    p0 = np.eye(P.shape[0], dtype=np.int64) * int(hyper.p0_q)
+    if c <= 0:
+        P[:] = p0
+        return 1
+    k = div_trunc(g << 24, np.full_like(g, c))
+    e = sat(sat32(rshift_round(B @ f, W_FRAC)) - ystar, DIFF_LIMIT)
+    B[:] = sat32(B - rshift_round(e[:, None] * k[None, :], 16))
+    q = sat32(P - rshift_round(k[:, None] * g[None, :], 24))
+    new = q + rshift_round(q * int(hyper.im1_q), 32)
+    upper = np.triu(np.ones(P.shape, bool))
+    hit |= bool((((new > I32_MAX) | (new < I32_MIN)) & upper).any())
+    new = np.triu(sat32(new))
+    P[:] = new + np.triu(new, 1).T  # one triangle, mirrored: P stays symmetric bit for bit
+    if hit or (np.diag(P) <= 0).any():
+        P[:] = p0
+        return 1
+    return 0
+
+
 def readout_norm_q32(B: np.ndarray, n: int) -> int:
     """``1 + ‖B_h‖²_F`` in Q32 over B's hidden columns (the first n): ``2**32 + min(Σ
     rsr(B_oj, 8)², 2**61)``. The terms are non-negative, so the clamped sum is the same
@@ -233,7 +267,7 @@ class FixedNet:
     batch: int = 1
     seed: int = 0
     stats: dict[str, int] = field(
-        default_factory=lambda: {"saturations": 0, "guard_projections": 0}
+        default_factory=lambda: {"saturations": 0, "guard_projections": 0, "rls_resets": 0}
     )
     compiled: bool = True  # the loop kernels of .fast; False: the NumPy expressions
 
@@ -260,6 +294,12 @@ class FixedNet:
         self.rng_counter = 0
         self.total = 0
         self.gv = guard.initial_vector(n)
+        # RLS's P (§6.8): the readout's, like B; set at load, kept by reset_state.
+        self.P = (
+            np.eye(f, dtype=np.int64) * int(self.hyper.p0_q)
+            if self.hyper.readout == READOUT_RLS
+            else None
+        )
         self.pending: Pending | None = None
         self.set_batch(self.batch)
 
@@ -447,8 +487,8 @@ class FixedNet:
         ystar: np.ndarray | None,
     ) -> None:
         """The update of A, R, B from per-stream dl (docs/protocol.md §6.5): ANP for the
-        hidden layer, the readout by ANP's own estimate or NLMS (b1, ystar: replica 1's
-        outputs and the targets, NLMS only)."""
+        hidden layer, the readout by ANP's own estimate, NLMS or RLS (§6.8; b1, ystar:
+        replica 1's outputs and the targets, the exact readouts only)."""
         h = self.hyper
         nb = self.batch
         f = self._features(xh, u)
@@ -462,6 +502,13 @@ class FixedNet:
                 h.readout, h.mu_q, zero if b1 is None else b1, zero if ystar is None else ystar,
                 kh, ko,
             )  # fmt: skip
+            if h.readout == READOUT_RLS:
+                assert self.P is not None and ystar is not None
+                self.stats["rls_resets"] += fast.rls_update(
+                    self.P, self.B, np.ascontiguousarray(f), ystar, rls_lambda_q24(h),
+                    h.im1_q, h.p0_q, np.empty(self.n_features, np.int64),
+                    np.empty(self.n_features, np.int64),
+                )  # fmt: skip
             return
         dl = sat(np.asarray(dl, np.int64), DL_LIMIT)
         nda = np.minimum((da * da).sum(axis=1), NORM_LIMIT)
@@ -485,6 +532,8 @@ class FixedNet:
             g_o = sat(div_trunc(dl * lg_o, ndb * nb), G_LIMIT)
             k_o = sat(rshift_round(g_o[:, None] * db, 8), K_LIMIT)
             dB = rshift_round(k_o.T @ f, 24)
+        elif h.readout == READOUT_RLS:
+            dB = 0  # RLS updates B stream by stream below, after the hidden layer (§6.8)
         else:
             # NLMS: c = μ e / (δ + ‖f1‖²) per stream, Q22, its batch mean (§6.5).
             assert b1 is not None and ystar is not None
@@ -496,6 +545,10 @@ class FixedNet:
         self.A = sat32(self.A - rshift_round(k_h.T @ u, 24))
         self.R = sat32(self.R - rshift_round(k_h.T @ xh_prev, 24))
         self.B = sat32(self.B - dB)
+        if h.readout == READOUT_RLS:
+            assert self.P is not None and ystar is not None
+            for s in range(nb):
+                self.stats["rls_resets"] += rls_stream(self.P, self.B, f[s], ystar[s], h)
 
     def _decorrelate(self, xh: np.ndarray) -> None:
         """D <- D - eps/nb · sum_b (xh_b (xh_bᵀ D) - diag(xh_b²) D) (§6.5)."""

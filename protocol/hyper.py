@@ -21,10 +21,20 @@ _M32 = 0xFFFFFFFF
 
 
 #: The readouts a fixed-point device runs, by their code on the wire (``readout``): the
-#: rule's own estimate and normalised LMS (docs/design.md §4; RLS stays on the host).
-READOUTS = ("anp", "nlms")
+#: rule's own estimate, normalised LMS and (1.4) RLS with P in Q7.24 (docs/design.md §4,
+#: docs/protocol.md §6.8).
+READOUTS = ("anp", "nlms", "rls")
 READOUT_ANP = 0
 READOUT_NLMS = 1
+READOUT_RLS = 2
+
+#: RLS's P0 on a device: P is Q7.24 (±128). P0 = 10 is measured stable at N = 32 on the
+#: Mackey-Glass task (no reset in 20,000 steps, benchmarks/rls_fixed_point.py); the host's
+#: default 1e4 cannot be held at all.
+P0_MAX = 100.0
+DEVICE_P0 = 10.0
+#: λ > 2/3 keeps ``q · im1_q`` within int64 (§6.8).
+IM1_MAX = (1 << 31) - 1
 
 
 @dataclass
@@ -38,6 +48,7 @@ class Hyper:
     output_cap: cap the output step at the normalised-LMS bound. two_noisy: perturb both
     replicas. decorrelation: learn D. readout: 0 the rule's own estimate (``anp``), 1 NLMS.
     readout_inputs: the readout sees [xh, u, 1] (B is n_out x (N + n_in + 1)), else xh.
+    readout 2 is RLS: im1_q its forgetting as 1/λ − 1 in Q32, p0_q its P0 in Q24 (<= 100).
     mu_q: NLMS's step μ in Q16 (< 2). leak_q: the units' leak α in Q16 (1..2**16; 2**16:
     no leak). bound_q: the stability guard's bound on R's spectral radius in Q16 (0: no
     guard); guard_every: steps between its checks.
@@ -58,6 +69,8 @@ class Hyper:
     leak_q: int = ONE_A  # 1: the paper's units
     bound_q: int = 0  # no guard
     guard_every: int = 1000
+    im1_q: int = 429540  # λ = 0.9999
+    p0_q: int = int(DEVICE_P0) << 24
 
     def __post_init__(self) -> None:
         self.validate()
@@ -75,6 +88,8 @@ class Hyper:
             "leak_q": (1, ONE_A),
             "bound_q": (0, _M32),
             "guard_every": (1, _M32),
+            "im1_q": (0, IM1_MAX),
+            "p0_q": (1 if self.readout == READOUT_RLS else 0, int(P0_MAX) << 24),
         }
         for name, (lo, hi) in limits.items():
             v = getattr(self, name)
@@ -104,12 +119,24 @@ def hyper_from_rule(rule: RuleSpec) -> Hyper:
     other than the device's :data:`READOUTS`.
     """
     rule = check_rule_spec(rule)
+    rls = rule.readout == "rls"
     if rule.rule != "anp":
         raise ConfigError(f"the device learns with ANP only, not {rule.rule!r}")
     if rule.readout not in READOUTS:
         raise ConfigError(
             f"readout {rule.readout!r} is not one a fixed-point device runs: it offers "
             f"{', '.join(READOUTS)}"
+        )
+    if rls and not 0 < rule.readout_p0 <= P0_MAX:
+        raise ConfigError(
+            f"readout_p0 {rule.readout_p0:g} is beyond what a fixed-point device holds: RLS's "
+            f"P lives in Q7.24 there, so readout_p0 must be in (0, {P0_MAX:g}] "
+            f"({DEVICE_P0:g} is measured stable, docs/design.md §8)"
+        )
+    if rls and rule.forgetting <= 2 / 3:
+        raise ConfigError(
+            f"forgetting {rule.forgetting:g} is below what a fixed-point device runs: it must "
+            "be in (2/3, 1] (docs/protocol.md §6.8)"
         )
     return Hyper(
         lr_q=max(1, to_q(rule.lr, 32)),
@@ -127,4 +154,6 @@ def hyper_from_rule(rule: RuleSpec) -> Hyper:
         leak_q=max(1, to_q(rule.leak, 16)),
         bound_q=0 if rule.radius_bound is None else max(1, to_q(rule.radius_bound, 16)),
         guard_every=rule.guard_every,
+        im1_q=min(to_q(1.0 / rule.forgetting - 1.0, 32), IM1_MAX),
+        p0_q=max(1, to_q(rule.readout_p0, 24)) if rls else int(DEVICE_P0) << 24,
     )

@@ -3,8 +3,9 @@
 Layout (docs/protocol.md §7), all little-endian:
 
 - a 96-byte header: magic ``TPMI``, format version, header size, n_in, N, n_out, flags,
-  the Q formats, the readout, the fixed-point hyperparameters, the payload length, and a
-  CRC32 of the header's first 92 bytes;
+  the Q formats, the readout, the fixed-point hyperparameters, the payload length, RLS's
+  im1_q and p0_q (1.4; the bytes were reserved zero before), and a CRC32 of the header's
+  first 92 bytes;
 - the payload: int32 arrays A (N×n_in), R (N×N), B (n_out×F, F = N + n_in + 1 with the
   READOUT_INPUTS flag, else N), then D (N×N) only when the D_PRESENT flag is set (D =
   identity otherwise), row-major;
@@ -40,7 +41,7 @@ FORMAT_VERSION = 2
 #: What every format has at its start: magic, version (read before anything else, so that
 #: an image of another format is refused as such, not as a corrupted one).
 PREFIX = struct.Struct("<4sH")
-HEADER = struct.Struct("<4sHHHHHHBBBBIIIIIIIIIII28xI")
+HEADER = struct.Struct("<4sHHHHHHBBBBIIIIIIIIIIIII20xI")
 assert HEADER.size == 96
 TRAILER = struct.Struct("<I")
 WEIGHT_BYTES = 4
@@ -136,7 +137,7 @@ def build(A: np.ndarray, R: np.ndarray, B: np.ndarray, D: np.ndarray | None, hyp
         A_FRAC, W_FRAC, WEIGHT_BYTES, hyper.readout,
         hyper.lr_q, hyper.sigma_q, hyper.eps_q, hyper.gain_q, hyper.resync_every,
         hyper.lrh_q, hyper.mu_q, hyper.leak_q, hyper.bound_q, hyper.guard_every,
-        len(payload), 0,
+        len(payload), hyper.im1_q, hyper.p0_q, 0,
     )  # fmt: skip
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
     return head + payload + TRAILER.pack(zlib.crc32(payload))
@@ -187,7 +188,7 @@ def parse(image: bytes) -> ModelImage:
         raise ModelImageError(f"model image of {len(data)} bytes is shorter than its header")
     (magic, version, hsize, n_in, n, n_out, flags, a_frac, w_frac, wbytes, readout,
      lr_q, sigma_q, eps_q, gain_q, resync, lrh_q, mu_q, leak_q, bound_q, guard_every,
-     plen, hcrc) = HEADER.unpack_from(data)  # fmt: skip
+     plen, im1_q, p0_q, hcrc) = HEADER.unpack_from(data)  # fmt: skip
     if zlib.crc32(data[: HEADER.size - 4]) != hcrc:
         raise ModelImageError("model image header CRC mismatch: the header is corrupted")
     if hsize != HEADER.size or (a_frac, w_frac, wbytes) != (A_FRAC, W_FRAC, WEIGHT_BYTES):
@@ -226,6 +227,8 @@ def parse(image: bytes) -> ModelImage:
             leak_q=leak_q,
             bound_q=bound_q,
             guard_every=guard_every,
+            im1_q=im1_q,
+            p0_q=p0_q,
         )
     except Exception as exc:
         raise ModelImageError(f"model image hyperparameters are invalid: {exc}") from None
