@@ -21,6 +21,7 @@ import numpy as np
 
 from twinpass.devices.serial import SerialDevice
 from twinpass.firmware_sim.c_firmware import FIRMWARES
+from twinpass.protocol.hyper import DEVICE_P0
 from twinpass.runtime.atomic import write_json
 from twinpass.runtime.config import PAPER_NETWORK, RuleConfig
 from twinpass.runtime.learner import OnlineLearner
@@ -83,11 +84,12 @@ def stream(
 @click.option("--sigma", type=float, default=RuleConfig().sigma, show_default=True)
 @click.option(
     "--readout",
-    type=click.Choice(["nlms", "anp"]),
-    default="nlms",
+    type=click.Choice(["rls", "nlms", "anp"]),
+    default="rls",
     show_default=True,
-    help="nlms: the learner's network (leaky units, [hidden, input, 1] readout, guard) with "
-    "the normalised-LMS readout; anp: the paper's network and readout.",
+    help="rls: the learner's network (leaky units, [hidden, input, 1] readout, guard) with "
+    "the RLS readout in fixed point (P0 10); nlms: the same network with the normalised-LMS "
+    "readout; anp: the paper's network and readout.",
 )
 @click.option(
     "--in-flight",
@@ -145,13 +147,13 @@ def hil(
     """
     report = Reporter(quiet=quiet)
     in_flight = _in_flight(in_flight, old_window)
-    # The firmwares run the learner's network with the NLMS readout (RLS stays on the
-    # host, docs/design.md §8), or the paper's network and readout; the host runs the same
-    # rule beside them.
+    # The firmwares run the learner's network with the RLS readout (P0 within Q7.24's
+    # range, docs/design.md §8) or the NLMS readout, or the paper's network and readout;
+    # the host runs the same rule beside them.
     config = (
-        RuleConfig(lr=lr, sigma=sigma, readout="nlms")
-        if readout == "nlms"
-        else RuleConfig(lr=lr, sigma=sigma, **PAPER_NETWORK)
+        RuleConfig(lr=lr, sigma=sigma, **PAPER_NETWORK)
+        if readout == "anp"
+        else RuleConfig(lr=lr, sigma=sigma, readout=readout, readout_p0=DEVICE_P0)
     )
     the_task = make_task(task)
     train, test = the_task.train, the_task.test

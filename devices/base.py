@@ -94,6 +94,7 @@ class DeviceInfo:
     max_hidden: int | None = None
     readouts: tuple[str, ...] = ("anp",)  # readout rules it runs (RuleConfig.readout)
     max_label_delay: int | None = 0  # longest label delay it holds (None: no limit)
+    readout_p0_max: float | None = None  # the largest RLS P0 it holds (None: no limit)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 from twinpass.core.errors import ConfigError, DeviceError, RemoteError, ShapeError
 from twinpass.core.rule_spec import RuleSpec, check_rule_spec
 from twinpass.protocol import model_image as mi
-from twinpass.protocol.hyper import READOUTS, hyper_from_rule
+from twinpass.protocol.hyper import P0_MAX, READOUTS, hyper_from_rule
 from twinpass.protocol.messages import MsgType, pack_array, unpack_array
 from twinpass.protocol.qformat import decode_activities, decode_loss, encode_activities
 
@@ -161,11 +161,12 @@ class SerialDevice:
             name=self.name,
             description="a microcontroller (or firmware-sim) on a serial port, learning "
             "in fixed point (Q16.16 activities, Q7.24 weights): ANP for the hidden layer, the "
-            "readout by ANP or NLMS",
+            "readout by ANP, NLMS or RLS",
             rules=RULES,
             dtypes=("float32",),
             exact=False,
             readouts=READOUTS,
+            readout_p0_max=P0_MAX,
         )
 
     def info(self) -> DeviceInfo:
@@ -516,7 +517,25 @@ class SerialDevice:
         if "gv" in st:  # protocol 1.3: the guard's life count and vector
             out["total"] = np.array([int(st["total"])], np.uint64)
             out["gv"] = unpack_array(st["gv"], "int32", (1, n))
+        if self._rule.readout == "rls":  # protocol 1.4: RLS's P, row block by row block
+            f = self._n_features()
+            P = np.empty((f, f), np.int64)
+            for row, rows in self._p_blocks(f):
+                rep = self._request(
+                    MsgType.STATE_GET, {"p_row": row, "p_rows": rows}, reply_bytes=4 * rows * f
+                )
+                P[row : row + rows] = unpack_array(rep["p"], "int32", (rows, f))
+            out["P"] = P
         return out
+
+    def _n_features(self) -> int:
+        n_in, n, _ = self._loaded()
+        return n + (n_in + 1 if self._rule.readout_inputs else 0)
+
+    def _p_blocks(self, f: int) -> list[tuple[int, int]]:
+        """(first row, rows) of P's blocks: as many rows as fit one frame."""
+        per = max(1, (self.link.caps.max_frame - FRAME_MARGIN) // (4 * f))
+        return [(r, min(per, f - r)) for r in range(0, f, per)]
 
     def import_state(self, state: Mapping[str, np.ndarray]) -> None:
         _, n, _ = self._loaded()
@@ -549,10 +568,27 @@ class SerialDevice:
                 f"device state is for a batch of {payload['batch']}, the device learns "
                 f"{self.batch} streams: load with that batch first"
             )
+        P = None
+        if self._rule.readout == "rls":
+            f = self._n_features()
+            if "P" not in state:
+                raise ShapeError(
+                    "device state lacks P, RLS's inverse covariance: it was not saved by a "
+                    "device learning with the rls readout"
+                )
+            P = np.asarray(state["P"])
+            if P.shape != (f, f) or not np.issubdtype(P.dtype, np.integer):
+                raise ShapeError(f"device state 'P' has shape {P.shape}, expected {(f, f)}")
         # The step numbering goes on where this host is (it is not part of the checkpoint:
         # only the order within one host's session matters).
         payload["t_next"] = self._t
         self._request(MsgType.STATE_SET, payload)
+        if P is not None:
+            for row, rows in self._p_blocks(P.shape[0]):
+                self._request(
+                    MsgType.STATE_SET,
+                    {"p_row": row, "p": pack_array(P[row : row + rows].reshape(-1), "int32")},
+                )
 
     def close(self) -> None:
         self._closed = True

@@ -31,7 +31,7 @@ from twinpass.protocol.frame import (
     ReaderStats,
     encode_frame,
 )
-from twinpass.protocol.hyper import READOUT_ANP, READOUTS, Hyper
+from twinpass.protocol.hyper import READOUT_ANP, READOUT_RLS, READOUTS, Hyper
 from twinpass.protocol.messages import ErrorCode, MsgType, encode_payload, error_payload, pack_array
 from twinpass.protocol.qformat import MAX_BATCH
 
@@ -206,17 +206,21 @@ class Firmware:
         readout_inputs: bool,
         eval_batch: int | None = None,
         decorrelation: bool | None = None,
+        rls: bool | None = None,
     ) -> int:
-        """RAM the model of ``shape`` needs; the evaluation batch and decorrelation are the
-        loaded model's unless given."""
+        """RAM the model of ``shape`` needs; the evaluation batch, decorrelation and the RLS
+        readout are the loaded model's unless given (DEPLOY_BEGIN, which knows neither,
+        checks without them; DEPLOY_COMMIT checks the image's)."""
         net = self.net
         if eval_batch is None:
             eval_batch = net.xh_eval.shape[0] if net is not None else 1
         if decorrelation is None:
             decorrelation = bool(net is not None and net.hyper.decorrelation)
+        if rls is None:
+            rls = net is not None and net.P is not None
         return ram.ram_footprint(
             *shape, batch=batch, eval_batch=eval_batch, d_present=d_present,
-            decorrelation=decorrelation, readout_inputs=readout_inputs,
+            decorrelation=decorrelation, readout_inputs=readout_inputs, rls=rls,
         )  # fmt: skip
 
     def _net_footprint(self, net: FixedNet, **changes: Any) -> int:
@@ -229,6 +233,7 @@ class Firmware:
             net.hyper.readout_inputs,
             changes.get("eval_batch", net.xh_eval.shape[0]),
             changes.get("decorrelation", net.hyper.decorrelation),
+            net.P is not None,
         )
 
     def ram_free(self) -> int:
@@ -418,7 +423,9 @@ class Firmware:
                 f"({' or '.join(map(str, sorted(sizes)))} bytes)",
             )
         d_present = any(d for d, _ in fitting)
-        need = max(self._footprint((n_in, n, n_out), d, self.batch, ri) for d, ri in fitting)
+        need = max(
+            self._footprint((n_in, n, n_out), d, self.batch, ri, rls=False) for d, ri in fitting
+        )
         if need > self.ram_budget or length > self.flash.slot_size:
             fits = ram.largest_hidden(self.ram_budget, n_in, n_out, batch=self.batch)
             raise Refuse(
@@ -492,6 +499,7 @@ class Firmware:
         need = self._footprint(
             img.shape, img.D is not None, self.batch, img.hyper.readout_inputs,
             eval_batch=1, decorrelation=img.hyper.decorrelation,
+            rls=img.hyper.readout == READOUT_RLS,
         )  # fmt: skip
         if need > self.ram_budget:
             self.upload = None
@@ -634,6 +642,13 @@ class Firmware:
                     "readout_inputs is the model image's (it sets B's width): deploy a model "
                     "with the readout you want",
                 )
+            rls = changes.get("readout", net.hyper.readout) == READOUT_RLS
+            if rls != (net.P is not None):
+                raise Refuse(
+                    ErrorCode.BAD_ARGS,
+                    "readout: switching to or from rls changes the model's RAM layout (P): "
+                    "deploy a model with the readout you want",
+                )
             try:
                 hyper = net.hyper.update(changes)
             except ConfigError as exc:
@@ -733,6 +748,7 @@ class Firmware:
             "bad_version": c.bad_version,
             "saturations": self.net.stats["saturations"] if self.net is not None else 0,
             "guard_projections": self.net.stats["guard_projections"] if self.net else 0,
+            "rls_resets": self.net.stats["rls_resets"] if self.net else 0,
             "nans": 0,
             "step_us": round(self.step_us + c.step_ns / max(c.steps, 1) / 1000),
             "uptime_ms": int((time.monotonic() - self.t_start) * 1000),
@@ -744,6 +760,11 @@ class Firmware:
 
     def _state_get(self, p: dict[str, Any]) -> dict[str, Any]:
         net = self._need_model()
+        if "p_row" in p:
+            row, rows = self._p_rows(net, p, _int(p, "p_rows", 1, net.n_features))
+            self._check_reply_size(4 * rows * net.n_features + 64, "the rows of P")
+            assert net.P is not None
+            return {"p_row": row, "p": pack_array(net.P[row : row + rows].reshape(-1), "int32")}
         st = net.export_state()
         n_bytes = 4 * (st["xh1"].size + st["xh2"].size + st["xh_eval"].size + st["gv"].size)
         self._check_reply_size(n_bytes + 64, "the state")
@@ -756,8 +777,33 @@ class Firmware:
             "gv": pack_array(st["gv"].reshape(-1), "int32"),
         }
 
+    def _p_rows(self, net: FixedNet, p: dict[str, Any], rows: int) -> tuple[int, int]:
+        """The block of P's rows a STATE_GET/STATE_SET names (§6.8): (first row, count)."""
+        if net.P is None:
+            raise Refuse(
+                ErrorCode.BAD_ARGS,
+                f"p_row: the model's readout is {net.hyper.readout_name}, which keeps no P "
+                "(only the rls readout does)",
+            )
+        f = net.n_features
+        row = _int(p, "p_row", 0, f - 1)
+        if row + rows > f:
+            raise Refuse(ErrorCode.BAD_ARGS, f"rows {row}..{row + rows - 1} are beyond P's {f}")
+        return row, rows
+
     def _state_set(self, p: dict[str, Any]) -> dict[str, Any]:
         net = self._need_model()
+        if "p_row" in p:
+            data = p.get("p")
+            f = net.n_features
+            if not isinstance(data, bytes) or not data or len(data) % (4 * f):
+                raise Refuse(
+                    ErrorCode.BAD_ARGS, f"p must be packed int32, whole rows of F = {f} values"
+                )
+            row, rows = self._p_rows(net, p, len(data) // (4 * f))
+            assert net.P is not None
+            net.P[row : row + rows] = _bin(p, "p", rows * f).reshape(rows, f)
+            return {}
         batch = _int(p, "batch", 1, MAX_BATCH)
         eb = _int(p, "eval_batch", 1, MAX_BATCH)
         state = {

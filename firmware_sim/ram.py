@@ -25,6 +25,7 @@ def ram_footprint(
     d_present: bool = False,
     decorrelation: bool = False,
     readout_inputs: bool = False,
+    rls: bool = False,
 ) -> int:
     """Bytes of RAM a model needs on the device (weights, both replicas, scratch).
 
@@ -33,7 +34,8 @@ def ram_footprint(
     (batch × N), the evaluation state (eval_batch × N). Scratch per step: pre-activations,
     new states and coefficients of both replicas (5 × batch × N), the reward variant's
     pending record (3 × batch × N + batch × n_in), outputs (4 × batch × n_out), replica
-    1's features (batch × F), decorrelation scratch (batch × N + N). Everything int32.
+    1's features (batch × F), decorrelation scratch (batch × N + N); with the RLS readout
+    ``rls``, P (F × F) and its g and k (2 × F). Everything int32.
     Excludes :data:`FIRMWARE_RESERVED`.
     """
     n = n_hidden
@@ -43,6 +45,8 @@ def ram_footprint(
     words += 5 * batch * n + 3 * batch * n + batch * n_in + 4 * batch * n_out + batch * f
     if decorrelation:
         words += batch * n + n
+    if rls:
+        words += f * f + 2 * f
     return 4 * words
 
 
@@ -54,13 +58,20 @@ def largest_hidden(
     batch: int = 1,
     d_present: bool = False,
     readout_inputs: bool = False,
+    rls: bool = False,
 ) -> int:
     """The largest N whose :func:`ram_footprint` fits ``budget`` bytes (0 if none)."""
     lo, hi = 0, MAX_HIDDEN
     while lo < hi:
         mid = (lo + hi + 1) // 2
         need = ram_footprint(
-            n_in, mid, n_out, batch=batch, d_present=d_present, readout_inputs=readout_inputs
+            n_in,
+            mid,
+            n_out,
+            batch=batch,
+            d_present=d_present,
+            readout_inputs=readout_inputs,
+            rls=rls,
         )
         if need <= budget:
             lo = mid

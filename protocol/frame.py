@@ -36,7 +36,8 @@ PROTO_MAJOR = 1
 # 1.2 refuses states no device produces (no new keys). 1.3: the improved rules (model
 # image format 2: NLMS readout over [xh, u, 1], leaky units, the hidden step, the
 # stability guard); HELLO caps list the readouts, STATE_GET/SET carry the guard's state.
-PROTO_MINOR = 3
+# 1.4: the RLS readout (readout 2, P by rows in STATE_GET/SET, STATS rls_resets).
+PROTO_MINOR = 4
 
 HEADER = struct.Struct("<BBBBH")
 CRC = struct.Struct("<I")

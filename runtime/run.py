@@ -25,6 +25,7 @@ from twinpass.core.errors import ConfigError
 from twinpass.devices.base import Device
 from twinpass.devices.registry import make_device, parse_spec
 from twinpass.devices.serial import SerialDevice
+from twinpass.protocol.hyper import DEVICE_P0
 
 from .checkpoint import load_checkpoint
 from .config import PAPER_NETWORK, RuleConfig
@@ -104,14 +105,25 @@ def open_recorded_device(
 
 
 def fit_rule_to_device(config: RuleConfig, device: Device, explicit: set[str]) -> RuleConfig:
-    """The rule a device can run: the learner's network with the NLMS readout on a device
-    that offers NLMS but not the configured readout, the paper's readout and units on a
-    device that offers neither, unless the user asked for them explicitly.
+    """The rule a device can run: RLS with the P0 a fixed-point device holds (10, measured
+    stable there) where the configured P0 is beyond its format, the learner's network with
+    the NLMS readout on a device that offers NLMS but not the configured readout, the
+    paper's readout and units on a device that offers neither, unless the user asked for
+    them explicitly.
 
     An explicit choice the device cannot run is left as it is: the device refuses it
     with a message naming what it offers.
     """
     info = device.info()
+    p0_max = info.readout_p0_max
+    if (
+        config.readout == "rls"
+        and "rls" in info.readouts
+        and p0_max is not None
+        and config.readout_p0 > p0_max
+        and "readout_p0" not in explicit
+    ):
+        config = config.replace(readout_p0=min(DEVICE_P0, p0_max))
     if config.readout in info.readouts or explicit & {"readout", "readout_inputs", "leak"}:
         return config
     if "nlms" in info.readouts:

@@ -261,6 +261,30 @@ class DeviceContract:
         cold = new(batch=2, params=weights).step(U[17:], Y[17:])
         assert not same(cold.predictions, rest.predictions, 0)
 
+    def test_every_listed_readout_continues_bit_identically_after_export_import(
+        self, new: Callable[..., Device]
+    ) -> None:
+        """An exact readout keeps learner state of its own (RLS's P, on a serial device read
+        and written row block by row block): it travels with export_state/import_state."""
+        U, Y = block(T=30, batch=2)
+        probe = new(load=False)
+        readouts = probe.info().readouts
+        probe.close()  # a serial case has a pool of devices: give them back as we go
+        for readout in readouts:
+            # P0 10: what a fixed-point device holds (docs/protocol.md §6.8).
+            rule = PAPER.replace(readout=readout, readout_p0=10.0)
+            dev = new(rule, batch=2)
+            dev.step(U[:13], Y[:13])
+            weights, state = dev.read_model(), dev.export_state()
+            rest = dev.step(U[13:], Y[13:])
+            restored = new(rule, batch=2, params=weights)
+            restored.import_state(state)
+            again = restored.step(U[13:], Y[13:])
+            assert same(again.predictions, rest.predictions, 0), readout
+            assert same_model(restored.read_model(), dev.read_model(), 0), readout
+            dev.close()
+            restored.close()
+
     def test_reset_state_zeroes_the_replicas_and_keeps_the_weights(
         self, case: BackendCase, new: Callable[..., Device]
     ) -> None:

@@ -61,6 +61,39 @@ CASES = {
         wscale=40.0,
         stored_d=True,
     ),
+    # The RLS readout (§6.8): P in Q7.24, stream by stream; the last case's inputs and P0
+    # reach the format's limit, so that P is reset (and the reset compared).
+    "rls_inputs_leak_batch2": dict(
+        batch=2,
+        rule={
+            "readout": "rls",
+            "readout_p0": 10.0,
+            "readout_inputs": True,
+            "leak": 0.3,
+            "lr_hidden": 1e-2,
+            "forgetting": 0.99,
+        },
+    ),
+    "rls_guard_decorrelated": dict(
+        batch=1,
+        rule={
+            "readout": "rls",
+            "readout_p0": 1.0,
+            "readout_inputs": True,
+            "leak": 0.6,
+            "radius_bound": 0.5,
+            "guard_every": 5,
+            "decorrelation": True,
+            "eps": 1e-2,
+        },
+    ),
+    "rls_resets_extreme_inputs": dict(
+        batch=2,
+        rule={"readout": "rls", "readout_p0": 100.0, "readout_inputs": True, "lr_hidden": 0.2},
+        scale=300.0,
+        wscale=40.0,
+        stored_d=True,
+    ),
 }
 
 
@@ -101,9 +134,16 @@ def test_simulator_equals_the_c_style_reference(name: str, compiled: bool) -> No
         assert fx.xh1.tolist() == cn.xh1 and fx.xh2.tolist() == cn.xh2, t
         assert fx.rng_counter == cn.p
         assert fx.gv.tolist() == cn.gv and fx.total == cn.total, t
+        if fx.P is not None:
+            assert fx.P.tolist() == cn.P, t
     assert fx.stats["guard_projections"] == cn.projections
     if hyper.bound_q:
         assert cn.projections > 0  # the guard did scale R: its arithmetic was compared
+    assert fx.stats["rls_resets"] == cn.rls_resets
+    if "resets" in name:
+        assert cn.rls_resets > 0  # P was reset: the guard's arithmetic was compared
+    elif fx.P is not None:
+        assert cn.rls_resets == 0 and fx.P[0, 0] != hyper.p0_q  # P learned, never reset
 
 
 def _pair(hyper: Hyper, batch: int, compiled: bool, wscale: float = 1.0, stored_d=False):

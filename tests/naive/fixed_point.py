@@ -135,6 +135,9 @@ class CNet:
         self.projections = 0
         self.xh1 = [[0] * self.n for _ in range(batch)]
         self.xh2 = [[0] * self.n for _ in range(batch)]
+        f = len(self.B[0])
+        self.P = [[hyper.p0_q if i == j else 0 for j in range(f)] for i in range(f)]
+        self.rls_resets = 0
 
     def word(self, p: int) -> int:
         return lowbias32(lowbias32((p & M32) ^ self.key) ^ ((p >> 32) & M32))
@@ -260,7 +263,9 @@ class CNet:
             g = sat(div(c64(dl * lgh), c64(nda * nb)), 1 << 38)
             kh.append([sat(rsr(c64(g * v), 8), 1 << 33) for v in da])
             nf = c64(sum(c64(v * v) for v in f1[s]))
-            if h.readout == 0:
+            if h.readout == 2:
+                ko.append([0] * no)  # RLS: B below, stream by stream (§6.8)
+            elif h.readout == 0:
                 lgo = lg
                 if h.output_cap and nf > 0:
                     lgo = min(lg, div(1 << 55, nf))
@@ -281,7 +286,48 @@ class CNet:
 
         apply(self.A, kh, U, n, self.n_in)
         apply(self.R, kh, self.xh1, n, n)
-        apply(self.B, ko, f1, no, len(f1[0]), 24 if h.readout == 0 else 14)
+        if h.readout == 2:
+            for s in range(nb):
+                self._rls(f1[s], Y[s])
+        else:
+            apply(self.B, ko, f1, no, len(f1[0]), 24 if h.readout == 0 else 14)
+
+    def _rls(self, f: list[int], y: list[int]) -> None:
+        """§6.8 for one stream, loop by loop."""
+        P, F, h = self.P, len(f), self.h
+        lam24 = (1 << 56) // ((1 << 32) + h.im1_q)
+        g = []
+        hit = False
+        for i in range(F):
+            acc = 0
+            for j in range(F):
+                acc = c64(acc + rsr(c64(P[i][j] * f[j]), 16))
+            hit |= abs(acc) > I32 - 1
+            g.append(sat32(acc))
+        c = lam24
+        for j in range(F):
+            c = c64(c + rsr(c64(f[j] * g[j]), 16))
+        if c <= 0:
+            self._rls_reset()
+            return
+        k = [div(c64(g[i] << 24), c) for i in range(F)]
+        for o in range(self.n_out):
+            e = sat(sat32(rsr(self._dot(self.B[o], f), 24)) - y[o], 1 << 23)
+            for j in range(F):
+                self.B[o][j] = sat32(self.B[o][j] - rsr(c64(k[j] * e), 16))
+        for i in range(F):
+            for j in range(i, F):
+                q = sat32(P[i][j] - rsr(c64(k[i] * g[j]), 24))
+                p = c64(q + rsr(c64(q * h.im1_q), 32))
+                hit |= not -I32 <= p < I32
+                P[i][j] = P[j][i] = sat32(p)
+        if hit or any(P[i][i] <= 0 for i in range(F)):
+            self._rls_reset()
+
+    def _rls_reset(self) -> None:
+        F = len(self.P)
+        self.P = [[self.h.p0_q if i == j else 0 for j in range(F)] for i in range(F)]
+        self.rls_resets += 1
 
     def _decorrelate(self, xh) -> None:
         nb, n, D = self.nb, self.n, self.D
