@@ -12,10 +12,11 @@ board), reads its section sizes with ``arm-none-eabi-size``, and prints per hidd
   RAM under QEMU, 128 KiB sectors on a real STM32F405), and the firmware's own code.
 
 The network is the learner's as a device runs it (``--network learner``, the default:
-NLMS readout over [xh, u, 1], so B is N + 2 wide, and the guard's vector) or the paper's
-(``--network paper``: B over xh). Also prints the largest N that fits each budget.
+RLS readout over [xh, u, 1], so B is N + 2 wide, P (N + 2)², and the guard's vector), the
+same with the NLMS readout (``--network nlms``: no P) or the paper's (``--network paper``:
+B over xh). Also prints the largest N that fits each budget.
 
-    python benchmarks/firmware_budget.py [--sizes 16,32,64,86,128,150] [--network paper]
+    python benchmarks/firmware_budget.py [--sizes 16,32,64,86,128,150] [--network nlms|paper]
 """
 
 from __future__ import annotations
@@ -39,7 +40,11 @@ SLOT_QEMU = 30 * 1024
 SLOT_BOARD = 128 * 1024
 
 
-NETWORKS = {"learner": {"readout": "nlms"}, "paper": PAPER_NETWORK}
+NETWORKS = {
+    "learner": {"readout": "rls", "readout_p0": 10.0},
+    "nlms": {"readout": "nlms"},
+    "paper": PAPER_NETWORK,
+}
 
 
 def core_bytes(harness: Path, n: int, tmp: str, network: str) -> int:
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--network", choices=sorted(NETWORKS), default="learner")
     args = ap.parse_args(argv)
     inputs = bool(RuleConfig(**NETWORKS[args.network]).readout_inputs)
+    rls = RuleConfig(**NETWORKS[args.network]).readout == "rls"
     qemu = sizes(c_firmware.build_netduinoplus2())
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
@@ -94,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     harness = c_firmware.build_host().parent / "twinpass_core_host"  # build.sh makes both
     tmp = tempfile.mkdtemp(prefix="twinpass-budget-")
     for n in (int(s) for s in args.sizes.split(",")):
-        checked = ram.ram_footprint(1, n, 1, readout_inputs=inputs)
+        checked = ram.ram_footprint(1, n, 1, readout_inputs=inputs, rls=rls)
         used = core_bytes(harness, n, tmp, args.network)
         image = mi.image_size(1, n, 1, False, inputs)
         yes = {True: "yes", False: "no"}
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         slot: max(n for n in range(1, 400) if mi.image_size(1, n, 1, False, inputs) <= slot)
         for slot in (SLOT_QEMU, SLOT_BOARD)
     }
-    arena_n = ram.largest_hidden(ARENA, 1, 1, readout_inputs=inputs)
+    arena_n = ram.largest_hidden(ARENA, 1, 1, readout_inputs=inputs, rls=rls)
     lines += [
         "",
         f"Largest N ({args.network} network): RAM arena {arena_n}; QEMU board (arena and "
