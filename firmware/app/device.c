@@ -330,7 +330,7 @@ static int need_model(void)
 
 static uint64_t footprint(uint64_t n_in, uint64_t n, uint64_t n_out, uint64_t batch,
                           uint64_t eval_batch, int d_present, int decorrelation,
-                          int readout_inputs)
+                          int readout_inputs, int rls)
 {
     uint64_t f = n + (readout_inputs ? n_in + 1 : 0);
     uint64_t w = n * n_in + n * n + n_out * f + (d_present || decorrelation ? n * n : 0) + n;
@@ -338,6 +338,9 @@ static uint64_t footprint(uint64_t n_in, uint64_t n, uint64_t n_out, uint64_t ba
     w += 8 * batch * n + batch * n_in + 4 * batch * n_out + batch * f;
     if (decorrelation) {
         w += batch * n + n;
+    }
+    if (rls) { /* 1.4: RLS's P and its g and k */
+        w += f * f + 2 * f;
     }
     return 4 * w;
 }
@@ -347,7 +350,7 @@ static uint64_t model_footprint(uint64_t batch, uint64_t eval_batch, int d_prese
                                 int decorrelation)
 {
     return footprint(model.n_in, model.n, model.n_out, batch, eval_batch, d_present,
-                     decorrelation, model.hyper.readout_inputs);
+                     decorrelation, model.hyper.readout_inputs, model.P != NULL);
 }
 
 static uint64_t image_bytes(uint64_t n_in, uint64_t n, uint64_t n_out, int d_present,
@@ -364,7 +367,7 @@ static uint32_t largest_hidden(uint32_t n_in, uint32_t n_out, uint32_t batch, in
     uint32_t lo = 0, hi = TP_MAX_HIDDEN;
     while (lo < hi) {
         uint32_t mid = (lo + hi + 1u) / 2u;
-        if (footprint(n_in, mid, n_out, batch, 1, d_present, 0, 0) <= TP_ARENA_BYTES &&
+        if (footprint(n_in, mid, n_out, batch, 1, d_present, 0, 0, 0) <= TP_ARENA_BYTES &&
             image_bytes(n_in, mid, n_out, d_present, 0) <= tp_storage_slot_size()) {
             lo = mid;
         } else {
@@ -385,11 +388,11 @@ static uint64_t ram_free(void)
 
 /* The largest evaluation batch the arena holds beside a model of this layout. */
 static uint32_t eval_cap_for(uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
-                             int d_stored, int readout_inputs)
+                             int d_stored, int readout_inputs, int rls)
 {
     uint32_t e = TP_MAX_BATCH;
-    while (e > 1 &&
-           tp_model_words(n_in, n, n_out, batch, e, d_stored, readout_inputs) > ARENA_WORDS) {
+    while (e > 1 && tp_model_words(n_in, n, n_out, batch, e, d_stored, readout_inputs, rls) >
+                        ARENA_WORDS) {
         e--;
     }
     return e;
@@ -421,7 +424,8 @@ static int load_image(const uint8_t *data, size_t len)
         return -1;
     }
     d = (img.flags & TP_IMAGE_FLAG_D_PRESENT) != 0 || img.hyper.decorrelation;
-    cap = eval_cap_for(img.n_in, img.n, img.n_out, batch_mode, d, img.hyper.readout_inputs);
+    cap = eval_cap_for(img.n_in, img.n, img.n_out, batch_mode, d, img.hyper.readout_inputs,
+                       img.hyper.readout == TP_READOUT_RLS);
     if (tp_model_load_image(&model, &img, batch_mode, cap, seed_mode, arena, ARENA_WORDS) !=
         TP_OK) {
         return -1;
@@ -647,7 +651,7 @@ static int on_deploy_begin(const payload_t *pl, tp_mp_writer *w)
         sizes[k] = image_bytes(n_in, n, n_out, d, ri);
         if (length == sizes[k]) {
             uint64_t f = footprint(n_in, n, n_out, batch_mode, have_model ? model.eval_batch : 1,
-                                   d, have_model && model.hyper.decorrelation, ri);
+                                   d, have_model && model.hyper.decorrelation, ri, 0);
             fitting = 1;
             d_present |= d;
             need = f > need ? f : need;
@@ -806,7 +810,7 @@ static int on_deploy_commit(const payload_t *pl, tp_mp_writer *w)
     /* BEGIN could not know the image's flags: a learned D (decorrelation) needs more RAM. */
     need = footprint(img.n_in, img.n, img.n_out, batch_mode, 1,
                      (img.flags & TP_IMAGE_FLAG_D_PRESENT) != 0, img.hyper.decorrelation,
-                     img.hyper.readout_inputs);
+                     img.hyper.readout_inputs, img.hyper.readout == TP_READOUT_RLS);
     if (need > TP_ARENA_BYTES) {
         upload.active = 0;
         refuse(E_TOO_LARGE, "model with its flags needs ");
@@ -996,7 +1000,7 @@ static void on_reward(const payload_t *pl)
 static void mode_payload(tp_mp_writer *w)
 {
     tp_hyper dflt = {4294967u, 66u, 429497u, 65536u, 10u, 1u, 0u, 0u, 0u, 0u,
-                     4294967u, 32768u, 65536u, 0u, 1000u};
+                     4294967u, 32768u, 65536u, 0u, 1000u, 429540u, (uint32_t)10 << 24};
     const tp_hyper *h = have_model ? &model.hyper : &dflt;
     tp_mp_map(w, 18);
     kv_bool(w, "learn", learn_mode);
@@ -1088,14 +1092,14 @@ static int on_set_mode(const payload_t *pl, tp_mp_writer *w)
             int d = model.D != NULL || h.decorrelation;
             tp_model_relayout(&model, batch,
                               eval_cap_for(model.n_in, model.n, model.n_out, batch, d,
-                                           h.readout_inputs),
+                                           h.readout_inputs, model.P != NULL),
                               d, arena, ARENA_WORDS);
             live.valid = 0;
         } else if (new_d) {
             /* D is stored from now on, the learning state kept (as the simulator does). */
             tp_model_store_d(&model,
                              eval_cap_for(model.n_in, model.n, model.n_out, batch, 1,
-                                          h.readout_inputs),
+                                          h.readout_inputs, model.P != NULL),
                              arena, ARENA_WORDS);
             live.valid = 0;
         }
@@ -1352,7 +1356,7 @@ static int on_state_set(const payload_t *pl, tp_mp_writer *w)
     d = model.D != NULL;
     if (need > TP_ARENA_BYTES ||
         eb > eval_cap_for(model.n_in, model.n, model.n_out, batch, d,
-                          model.hyper.readout_inputs)) {
+                          model.hyper.readout_inputs, model.P != NULL)) {
         return refuse(E_TOO_LARGE, "this batch and evaluation batch do not fit in RAM");
     }
     /* Checked before anything changes; the arrays are staged in the I/O buffers when they
@@ -1376,7 +1380,7 @@ static int on_state_set(const payload_t *pl, tp_mp_writer *w)
     if (batch != model.batch || eb > model.eval_cap) {
         tp_model_relayout(&model, batch,
                           eval_cap_for(model.n_in, model.n, model.n_out, batch, d,
-                                       model.hyper.readout_inputs),
+                                       model.hyper.readout_inputs, model.P != NULL),
                           d, arena, ARENA_WORDS);
     }
     memcpy(model.xh1, io, nbn * sizeof(int32_t));

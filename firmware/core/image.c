@@ -104,6 +104,8 @@ tp_image_err tp_image_parse(const uint8_t *data, size_t len, tp_image *img)
     img->hyper.leak_q = rd32(data + 48);
     img->hyper.bound_q = rd32(data + 52);
     img->hyper.guard_every = rd32(data + 56);
+    img->hyper.im1_q = rd32(data + 64);
+    img->hyper.p0_q = rd32(data + 68);
     img->hyper.readout = data[19];
     img->hyper.output_cap = (flags & TP_IMAGE_FLAG_OUTPUT_CAP) != 0;
     img->hyper.two_noisy = (flags & TP_IMAGE_FLAG_TWO_NOISY) != 0;
@@ -147,7 +149,7 @@ static int image_d_stored(const tp_image *img)
 size_t tp_image_model_words(const tp_image *img, uint32_t batch, uint32_t eval_cap)
 {
     return tp_model_words(img->n_in, img->n, img->n_out, batch, eval_cap, image_d_stored(img),
-                          img->hyper.readout_inputs);
+                          img->hyper.readout_inputs, img->hyper.readout == TP_READOUT_RLS);
 }
 
 static const uint8_t *load(int32_t *dst, size_t count, const uint8_t *src)
@@ -221,6 +223,8 @@ static void write_header(const tp_model *m, uint8_t *out)
     wr32(out + 52, m->hyper.bound_q);
     wr32(out + 56, m->hyper.guard_every);
     wr32(out + 60, (uint32_t)plen);
+    wr32(out + 64, m->hyper.im1_q);
+    wr32(out + 68, m->hyper.p0_q);
     wr32(out + 92, tp_crc32_update(0, out, TP_IMAGE_HEADER_SIZE - 4));
 }
 

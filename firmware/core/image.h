@@ -5,7 +5,8 @@
  * Layout, little-endian: a 96-byte header (magic "TPMI", u16 version 2, u16 header size
  * 96, u16 n_in, N, n_out, u16 flags, u8 activity/weight frac bits 16/24, u8 weight bytes
  * 4, u8 readout, u32 lr_q, sigma_q, eps_q, gain_q, resync_every, lrh_q, mu_q, leak_q,
- * bound_q, guard_every, u32 payload length, 28 zero bytes, u32 CRC32 of bytes 0-91), the
+ * bound_q, guard_every, u32 payload length, u32 im1_q, p0_q (1.4: RLS, section 6.8), 20
+ * zero bytes, u32 CRC32 of bytes 0-91), the
  * int32 payload A, R, B (n_out x F, F = N + n_in + 1 with flag 0x10, else N) and D (if
  * flag 0x01), row-major, then a u32 CRC32 of the payload. An image of another format is
  * refused by its version before anything else is read.

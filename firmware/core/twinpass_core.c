@@ -22,14 +22,15 @@ static uint32_t n_features(uint32_t n_in, uint32_t n, int readout_inputs)
 int tp_hyper_valid(const tp_hyper *h)
 {
     return h->lr_q >= 1 && h->sigma_q <= 65536u && h->resync_every <= 0xFFFFu &&
-           h->lrh_q >= 1 && h->readout <= TP_READOUT_NLMS && h->mu_q >= 1 &&
+           h->lrh_q >= 1 && h->readout <= TP_READOUT_RLS && h->mu_q >= 1 &&
            h->mu_q <= 131071u && h->leak_q >= 1 && h->leak_q <= 65536u &&
            h->guard_every >= 1 && h->output_cap <= 1 && h->two_noisy <= 1 &&
-           h->decorrelation <= 1 && h->readout_inputs <= 1;
+           h->decorrelation <= 1 && h->readout_inputs <= 1 && h->im1_q <= TP_IM1_MAX &&
+           h->p0_q >= (h->readout == TP_READOUT_RLS ? 1u : 0u) && h->p0_q <= TP_P0_MAX;
 }
 
 size_t tp_model_words(uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
-                      uint32_t eval_cap, int d_stored, int readout_inputs)
+                      uint32_t eval_cap, int d_stored, int readout_inputs, int rls)
 {
     size_t ni = n_in, nn = n, no = n_out, nb = batch;
     size_t nf = (size_t)n_features(n_in, n, readout_inputs);
@@ -40,6 +41,7 @@ size_t tp_model_words(uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
         return 0;
     }
     w = nn * ni + nn * nn + no * nf + nn + (d_stored ? nn * nn : 0); /* weights, gv */
+    w += rls ? nf * nf + 2 * nf : 0;                                 /* P, g, k */
     w += 6 * nb * nn;                                                /* xh*, xn*, xp* */
     w += nb * ni + 2 * nb * no + nb * nf + 2 * nn;                   /* u, b*, f1, xtmp */
     w += (size_t)eval_cap * nn;                                      /* xh_eval */
@@ -74,6 +76,30 @@ static void lay_states(tp_model *m, int32_t *p)
     }
 }
 
+/* The end of what a relayout keeps: weights, the guard's vector and RLS's P and scratch
+ * (D, when stored, follows). */
+static int32_t *weights_end(const tp_model *m)
+{
+    int32_t *p = m->gv + m->n;
+    if (m->P != NULL) {
+        p += (size_t)m->n_f * m->n_f + 2u * (size_t)m->n_f;
+    }
+    return p;
+}
+
+void tp_model_reset_p(tp_model *m)
+{
+    const size_t nf = m->n_f;
+    size_t i;
+    if (m->P == NULL) {
+        return;
+    }
+    memset(m->P, 0, nf * nf * sizeof(int32_t));
+    for (i = 0; i < nf; i++) {
+        m->P[i * nf + i] = (int32_t)m->hyper.p0_q; /* <= 100 * 2^24 */
+    }
+}
+
 /* D := the identity (Q7.24), stored at `at` (N x N words). */
 static void store_identity(tp_model *m, int32_t *at)
 {
@@ -96,7 +122,8 @@ int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32
         return TP_ERR_ARGS;
     }
     d_stored = d_stored || hyper->decorrelation;
-    need = tp_model_words(n_in, n, n_out, batch, eval_cap, d_stored, hyper->readout_inputs);
+    need = tp_model_words(n_in, n, n_out, batch, eval_cap, d_stored, hyper->readout_inputs,
+                          hyper->readout == TP_READOUT_RLS);
     if (need == 0) {
         return TP_ERR_ARGS;
     }
@@ -119,6 +146,12 @@ int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32
     m->B = p, p += (size_t)n_out * m->n_f;
     m->gv = p, p += n;
     tp_guard_initial(m->gv, n);
+    m->P = m->rls_g = NULL;
+    if (hyper->readout == TP_READOUT_RLS) {
+        m->P = p, p += (size_t)m->n_f * m->n_f;
+        m->rls_g = p, p += 2u * (size_t)m->n_f;
+        tp_model_reset_p(m);
+    }
     m->D = NULL;
     if (d_stored) {
         store_identity(m, p);
@@ -137,14 +170,14 @@ int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stor
     int32_t *p;
     d_stored = d_stored || m->D != NULL || m->hyper.decorrelation;
     need = tp_model_words(m->n_in, m->n, m->n_out, batch, eval_cap, d_stored,
-                          m->hyper.readout_inputs);
+                          m->hyper.readout_inputs, m->P != NULL);
     if (need == 0) {
         return TP_ERR_ARGS;
     }
     if (mem != m->A || words < need) {
         return TP_ERR_SPACE;
     }
-    p = m->gv + n; /* the end of the weights (the guard's vector is kept with them) */
+    p = weights_end(m); /* the guard's vector and P are kept with the weights */
     if (d_stored && m->D == NULL) {
         /* D becomes stored: the identity, where the states began (they are zeroed anyway). */
         store_identity(m, p);
@@ -174,14 +207,14 @@ int tp_model_store_d(tp_model *m, uint32_t eval_cap, int32_t *mem, size_t words)
         return TP_OK;
     }
     need = tp_model_words(m->n_in, m->n, m->n_out, m->batch, eval_cap, 1,
-                          m->hyper.readout_inputs);
+                          m->hyper.readout_inputs, m->P != NULL);
     if (need == 0) {
         return TP_ERR_ARGS;
     }
     if (mem != m->A || words < need) {
         return TP_ERR_SPACE;
     }
-    p = m->gv + n; /* the end of the weights (the guard's vector is kept with them) */
+    p = weights_end(m); /* the guard's vector and P are kept with the weights */
     if (m->eval_batch > eval_cap) {
         m->eval_batch = eval_cap; /* the evaluation streams beyond the new cap are dropped */
     }
@@ -424,6 +457,79 @@ static void nlms_update(tp_model *m, const int32_t *ystar)
     }
 }
 
+/* a * b modulo 2^64 as int64 (the simulator's int64 arithmetic wraps): no undefined
+ * behaviour where section 6.8's bounds would not hold (an indefinite P making c small). */
+static int64_t mul_wrap(int64_t a, int64_t b)
+{
+    uint64_t u = (uint64_t)a * (uint64_t)b;
+    return u <= (uint64_t)INT64_MAX ? (int64_t)u : -(int64_t)(~u) - 1;
+}
+
+/* k_i = div(g_i 2^24, c): recomputed where used (|k| may exceed int32 when c is small). */
+static int64_t rls_k(int32_t g, int64_t c)
+{
+    return tp_div((int64_t)g * ((int64_t)1 << 24), c);
+}
+
+/* One stream's RLS readout step (section 6.8) on P and B from replica 1's features f and
+ * the targets ystar (saturated here); returns the number of resets of P (0 or 1). */
+static int rls_stream(tp_model *m, const int32_t *f, const int32_t *ystar)
+{
+    const uint32_t nf = m->n_f, no = m->n_out;
+    const int64_t im1 = m->hyper.im1_q;
+    const int64_t lam24 = (int64_t)(((uint64_t)1 << 56) / (((uint64_t)1 << 32) + m->hyper.im1_q));
+    int32_t *g = m->rls_g, *P = m->P;
+    int64_t c = lam24;
+    int hit = 0;
+    uint32_t i, j, o;
+    for (i = 0; i < nf; i++) {
+        const int32_t *prow = P + (size_t)i * nf;
+        int64_t acc = 0;
+        for (j = 0; j < nf; j++) {
+            acc += tp_rsr64((int64_t)prow[j] * f[j], 16);
+        }
+        hit |= acc > TP_I32_MAX || acc < -(int64_t)TP_I32_MAX;
+        g[i] = tp_sat32(acc);
+    }
+    for (j = 0; j < nf; j++) {
+        c += tp_rsr64((int64_t)f[j] * g[j], 16);
+    }
+    if (c <= 0) {
+        tp_model_reset_p(m);
+        return 1;
+    }
+    for (o = 0; o < no; o++) {
+        int32_t *brow = m->B + (size_t)o * nf;
+        int64_t acc = 0, e;
+        for (j = 0; j < nf; j++) {
+            acc += (int64_t)brow[j] * f[j];
+        }
+        e = tp_sat((int64_t)tp_sat32(tp_rsr64(acc, 24)) - tp_sat(ystar[o], TP_IO_LIMIT),
+                   TP_DIFF_LIMIT);
+        for (j = 0; j < nf; j++) {
+            brow[j] = tp_sat32((int64_t)brow[j] - tp_rsr64(mul_wrap(rls_k(g[j], c), e), 16));
+        }
+    }
+    for (i = 0; i < nf; i++) {
+        const int64_t ki = rls_k(g[i], c);
+        for (j = i; j < nf; j++) {
+            int64_t q = tp_sat32((int64_t)P[(size_t)i * nf + j] -
+                                 tp_rsr64(mul_wrap(ki, g[j]), 24));
+            int64_t p = q + tp_rsr64(q * im1, 32);
+            hit |= p > TP_I32_MAX || p < TP_I32_MIN;
+            P[(size_t)i * nf + j] = P[(size_t)j * nf + i] = tp_sat32(p);
+        }
+    }
+    for (i = 0; i < nf; i++) {
+        hit |= P[(size_t)i * nf + i] <= 0;
+    }
+    if (hit) {
+        tp_model_reset_p(m);
+        return 1;
+    }
+    return 0;
+}
+
 /* The update of A, R, B from per-stream dl (section 6.5); da, db from the last step's xp*,
  * b*, presynaptic u, xh_prev (replica 1's state of the previous step) and f1 (its
  * features). ystar: the targets, for NLMS (NULL on the reward path: readout anp only). */
@@ -431,7 +537,7 @@ static void learn_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
                          const int32_t *ystar)
 {
     const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out, nf = m->n_f;
-    const int nlms = m->hyper.readout == TP_READOUT_NLMS;
+    const int nlms = m->hyper.readout != TP_READOUT_ANP; /* NLMS or RLS: the exact readouts */
     const int64_t lg = tp_hyper_lg(&m->hyper);
     int64_t lgh = tp_hyper_lgh(&m->hyper);
     uint32_t s, i, o, j;
@@ -482,7 +588,11 @@ static void learn_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
     }
     apply_update(m->A, n, ni, nb, m->gh, m->xp1, m->xp2, m->u);
     apply_update(m->R, n, n, nb, m->gh, m->xp1, m->xp2, xh_prev);
-    if (nlms) {
+    if (m->hyper.readout == TP_READOUT_RLS) {
+        for (s = 0; s < nb; s++) {
+            m->rls_resets += (uint32_t)rls_stream(m, m->f1 + (size_t)s * nf, ystar + (size_t)s * no);
+        }
+    } else if (nlms) {
         nlms_update(m, ystar);
     } else {
         apply_update(m->B, no, nf, nb, m->go, m->b1, m->b2, m->f1);

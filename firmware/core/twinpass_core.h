@@ -36,9 +36,12 @@
 #define TP_NLMS_DELTA 4295              /* NLMS's delta = 1e-6 in Q32 */
 #define TP_GV_LIMIT ((int32_t)1 << 20)  /* the guard's vector (section 6.7) */
 
-/* Readouts (hyper.readout): the rule's own estimate, normalised LMS. */
+/* Readouts (hyper.readout): the rule's own estimate, normalised LMS, RLS (section 6.8). */
 #define TP_READOUT_ANP 0u
 #define TP_READOUT_NLMS 1u
+#define TP_READOUT_RLS 2u
+#define TP_IM1_MAX 0x7FFFFFFFu              /* im1_q: lambda > 2/3 */
+#define TP_P0_MAX ((uint32_t)100 << 24)     /* p0_q: P0 <= 100 (P in Q7.24) */
 
 /* Return codes. */
 #define TP_OK 0
@@ -55,13 +58,15 @@ typedef struct {
     uint8_t output_cap;
     uint8_t two_noisy;
     uint8_t decorrelation;
-    uint8_t readout;        /* TP_READOUT_ANP or TP_READOUT_NLMS */
+    uint8_t readout;        /* TP_READOUT_ANP, _NLMS or _RLS */
     uint8_t readout_inputs; /* the readout sees [xh, u, 1] */
     uint32_t lrh_q;         /* Q32, >= 1: the hidden layer's step */
     uint32_t mu_q;          /* Q16, 1..131071: NLMS's step */
     uint32_t leak_q;        /* Q16, 1..65536: the units' leak (65536: none) */
     uint32_t bound_q;       /* Q16: the guard's bound on R's spectral radius (0: no guard) */
     uint32_t guard_every;   /* >= 1: steps between the guard's checks */
+    uint32_t im1_q;         /* Q32, 0..2^31 - 1: RLS's forgetting as 1/lambda - 1 */
+    uint32_t p0_q;          /* Q24, 1..100 * 2^24 with readout rls (else 0 allowed): P0 */
 } tp_hyper;
 
 /* 1 if every field is in its range (section 6.6), else 0. */
@@ -79,6 +84,8 @@ typedef struct {
     /* Views into the caller's buffer. */
     int32_t *A, *R, *B, *D;     /* D NULL: identity */
     int32_t *gv;                /* the guard's warm-start vector (N), kept with the weights */
+    int32_t *P;                 /* RLS's P (F x F, Q24), kept with the weights; else NULL */
+    int32_t *rls_g;             /* RLS's g and k scratch (2 x F) or NULL */
     int32_t *xh1, *xh2;         /* replicas' hidden states (batch x N) */
     int32_t *xn1, *xn2;         /* next states; after a step xn1 holds xh1(t-1) */
     int32_t *xp1, *xp2;         /* noisy pre-activations of the last step */
@@ -96,6 +103,7 @@ typedef struct {
     uint32_t saturations; /* forward-pass clamps of xh (STATS) */
     uint64_t total;       /* steps over the model's life (drives the guard) */
     uint32_t projections; /* the guard's scalings of R (STATS guard_projections) */
+    uint32_t rls_resets;  /* resets of RLS's P (STATS rls_resets) */
     int pending;          /* reward variant: an update waits for REWARD */
     uint32_t pending_t;
 
@@ -108,12 +116,14 @@ typedef struct {
     int applied;          /* the ANP update was applied */
 } tp_step_result;
 
-/* int32 words a model needs (0 if the sizes are out of range). */
+/* int32 words a model needs (0 if the sizes are out of range); rls: the RLS readout's P
+ * (F x F) and its scratch (2 x F). */
 size_t tp_model_words(uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
-                      uint32_t eval_cap, int d_stored, int readout_inputs);
+                      uint32_t eval_cap, int d_stored, int readout_inputs, int rls);
 
 /* Lay a model out over mem (words int32): weights zero, D the identity when stored
- * (d_stored, forced on by hyper->decorrelation), the guard's vector its initial pattern,
+ * (d_stored, forced on by hyper->decorrelation), RLS's P p0_q I (readout rls), the
+ * guard's vector its initial pattern,
  * states zero, noise counter and life count 0. */
 int tp_model_init(tp_model *m, uint32_t n_in, uint32_t n, uint32_t n_out, uint32_t batch,
                   uint32_t eval_cap, int d_stored, const tp_hyper *hyper, uint32_t seed,
@@ -133,8 +143,12 @@ int tp_model_relayout(tp_model *m, uint32_t batch, uint32_t eval_cap, int d_stor
 int tp_model_store_d(tp_model *m, uint32_t eval_cap, int32_t *mem, size_t words);
 
 /* Zero both replicas, the evaluation state and the resync counter; drop a pending update.
- * Weights, the noise counter and the guard's count and vector are kept (RESET state). */
+ * Weights, RLS's P, the noise counter and the guard's count and vector are kept (RESET
+ * state). */
 void tp_model_reset_state(tp_model *m);
+
+/* RLS's P := p0_q I (section 6.8; no-op without the RLS readout). */
+void tp_model_reset_p(tp_model *m);
 
 /* New seed, noise counter 0. */
 void tp_model_reseed(tp_model *m, uint32_t seed);
@@ -148,7 +162,7 @@ int64_t tp_hyper_lgh(const tp_hyper *h);
  * y (batch x n_out) targets or NULL (reward variant). With learn, the guard (6.7) runs
  * first when its count is due. With a target and learn, the update (6.5) is applied;
  * without a target and with learn, it is held pending for tp_reward with the same t
- * (readout anp only: NLMS needs the target). Noise is drawn either way. y1, y2 (batch x
+ * (readout anp only: NLMS and RLS need the target). Noise is drawn either way. y1, y2 (batch x
  * n_out, may be NULL) receive replica 1's (the prediction) and replica 2's outputs. */
 void tp_step(tp_model *m, const int32_t *u, const int32_t *y, int learn, uint32_t t,
              int32_t *y1, int32_t *y2, tp_step_result *res);

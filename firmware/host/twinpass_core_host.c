@@ -328,6 +328,10 @@ static int cmd_run(const char *model_path, const char *steps_path, const char *o
     put_u64(out, h.m.total);
     put_u32(out, h.m.projections);
     put_i32s(out, h.m.gv, h.m.n);
+    put_u32(out, h.m.rls_resets);
+    if (h.m.P != NULL) { /* readout rls: P (F x F) */
+        put_i32s(out, h.m.P, (size_t)h.m.n_f * h.m.n_f);
+    }
 done:
     if (out != stdout) {
         if (fclose(out) != 0 && rc == 0) {

@@ -151,6 +151,9 @@ def simulate(image: bytes, ops: list[tuple], batch: int, seed: int, eval_cap: in
     )
     run.expected += i32(net.xh1) + i32(net.xh2) + i32(net.xh_eval)
     run.expected += struct.pack("<QI", net.total, net.stats["guard_projections"]) + i32(net.gv)
+    run.expected += struct.pack("<I", net.stats["rls_resets"])
+    if net.P is not None:  # readout rls: P (F x F)
+        run.expected += i32(net.P)
     return bytes(run.header() + run.stream), bytes(run.expected), net
 
 
@@ -284,6 +287,27 @@ IMPROVED = {
         rule={"readout": "nlms", "readout_inputs": True, "leak": 0.8, "decorrelation": True,
               "eps": 1e-2, "readout_step": 1.5},
     ),
+    # The RLS readout (§6.8): P in Q7.24, one triangle mirrored, streams in order.
+    "rls_inputs_leak": dict(
+        n=32, batch=1, rule={"readout": "rls", "readout_inputs": True, "leak": 0.3,
+                             "readout_p0": 10.0},
+    ),
+    "rls_hidden_only": dict(
+        n=16, batch=1, rule={"readout": "rls", "readout_inputs": False, "readout_p0": 1.0,
+                             "forgetting": 0.999},
+    ),
+    "rls_guard_lr_hidden_batch2": dict(
+        n=16,
+        batch=2,
+        rule={"readout": "rls", "readout_inputs": True, "leak": 0.5, "lr_hidden": 0.05,
+              "radius_bound": 0.5, "guard_every": 25, "readout_p0": 10.0},
+    ),
+    "rls_decorrelated_batch3": dict(
+        n=12,
+        batch=3,
+        rule={"readout": "rls", "readout_inputs": True, "leak": 0.8, "decorrelation": True,
+              "eps": 1e-2, "readout_p0": 5.0, "forgetting": 0.99},
+    ),
 }  # fmt: skip
 
 
@@ -298,6 +322,32 @@ def test_improved_rules_bit_exact(harness, tmp_path, name: str) -> None:
     if "radius_bound" in case["rule"]:
         assert net.stats["guard_projections"] > 0  # the guard's arithmetic was compared
     assert not np.array_equal(net.B, mi.parse(image).B)
+    if case["rule"].get("readout") == "rls":
+        assert net.P is not None and not np.array_equal(net.P, np.diag(np.diag(net.P)))
+
+
+@pytest.mark.parametrize(
+    ("p0", "forgetting", "scale"),
+    [(100.0, 0.9999, 300.0), (100.0, 0.7, 2.0), (0.01, 0.7, 50.0)],
+    ids=["p0_100_huge_inputs", "p0_100_fast_forgetting", "tiny_p0_fast_forgetting"],
+)
+def test_rls_resets_bit_exact(harness, tmp_path, p0, forgetting, scale) -> None:
+    """RLS at the edges of Q7.24: inputs at and beyond the clamp, P0 = 100 and λ near 2/3
+    drive P out of the format or out of positive definiteness, and P is reset (§6.8)."""
+    n_in, n, n_out, nb = 3, 10, 2, 2
+    image = make_image(
+        n_in, n, n_out, seed=30, wscale=4.0,
+        rule={"readout": "rls", "readout_inputs": True, "readout_p0": p0,
+              "forgetting": forgetting, "leak": 0.5},
+    )  # fmt: skip
+    ops = gaussian_ops(nb, n_in, n_out, 60, seed=31, scale=scale)
+    ext = np.array([[I32_MAX, I32_MIN, 1 << 23], [-(1 << 23), (1 << 23) + 1, 0]], np.int64)
+    yext = np.array([[I32_MIN, I32_MAX], [1 << 23, -(1 << 23) - 1]], np.int64)
+    ops[7:7] = [("step", ext, yext, True), ("step", neg32(ext), neg32(yext), True)]
+    ops += [("reset",), *gaussian_ops(nb, n_in, n_out, 10, seed=32, scale=scale)]
+    net = check(harness, tmp_path, image, ops, batch=nb, seed=5)
+    if scale > 10 or forgetting < 0.9:
+        assert net.stats["rls_resets"] > 0  # the reset path was compared
 
 
 def test_mackey_glass_batch_two_noisy_bit_exact(harness, tmp_path) -> None:
@@ -464,7 +514,14 @@ def _refusals() -> dict[str, tuple[bytes, str]]:
         "sigma_too_big": (_patch(good, 24, "<I", 65537), "bad_hyper"),
         "lr_zero": (_patch(good, 20, "<I", 0), "bad_hyper"),
         "resync_too_big": (_patch(good, 36, "<I", 0x10000), "bad_hyper"),
-        "readout_rls": (_patch(good, 19, "<B", 2), "bad_hyper"),
+        "readout_3": (_patch(good, 19, "<B", 3), "bad_hyper"),
+        "readout_rls_p0_zero": (_patch(_patch(good, 19, "<B", 2), 68, "<I", 0), "bad_hyper"),
+        "p0_above_100": (_patch(good, 68, "<I", (100 << 24) + 1), "bad_hyper"),
+        "rls_p0_above_100": (
+            _patch(_patch(good, 19, "<B", 2), 68, "<I", (100 << 24) + 1),
+            "bad_hyper",
+        ),
+        "im1_2_31": (_patch(good, 64, "<I", 1 << 31), "bad_hyper"),
         "lr_hidden_zero": (_patch(good, 40, "<I", 0), "bad_hyper"),
         "mu_two": (_patch(good, 44, "<I", 131072), "bad_hyper"),
         "leak_zero": (_patch(good, 48, "<I", 0), "bad_hyper"),
@@ -506,6 +563,17 @@ def test_valid_images_are_accepted_by_both(harness, tmp_path) -> None:
                     "decorrelation": True,
                 },
             ),
+            make_image(
+                3, 20, 2, rule={"readout": "rls", "readout_inputs": True, "readout_p0": 10.0}
+            ),
+            make_image(1, 8, 1, rule={"readout": "rls", "readout_p0": 100.0, "forgetting": 0.7}),
+            _patch(make_image(1, 8, 1), 68, "<I", 0),  # a 1.3 image: no P0, readout nlms
+            _patch(
+                make_image(1, 4, 1, rule={"readout": "rls", "readout_p0": 1.0}),
+                64,
+                "<I",
+                (1 << 31) - 1,
+            ),
         ]
     ):
         path = tmp_path / f"ok{k}.tpmi"
@@ -520,7 +588,7 @@ def test_valid_images_are_accepted_by_both(harness, tmp_path) -> None:
             budget = ram.ram_footprint(
                 m.n_in, m.n_hidden, m.n_out, batch=batch, eval_batch=batch,
                 d_present=m.D is not None, decorrelation=m.hyper.decorrelation,
-                readout_inputs=m.hyper.readout_inputs,
+                readout_inputs=m.hyper.readout_inputs, rls=m.hyper.readout == 2,
             )  # fmt: skip
             assert int(line.split(":")[1]) <= budget, (line, budget)
 
@@ -563,6 +631,17 @@ def test_sanitizer_build_is_clean_and_bit_exact(sanitized_harness, tmp_path) -> 
     stream, expected, net = simulate(nl, ops, nb, 9, eval_cap=2)
     assert_same(run_c(sanitized_harness, nl, stream, tmp_path, env=env), expected)
     assert net.stats["guard_projections"] > 0
+    # RLS (§6.8) with P0 at its bound, λ near 2/3 and inputs at the clamp: P's resets.
+    rls = make_image(
+        n_in, n, n_out, seed=22, wscale=4.0,
+        rule={"readout": "rls", "readout_inputs": True, "readout_p0": 100.0,
+              "forgetting": 0.7, "leak": 0.4, "lr_hidden": 0.1, "decorrelation": True},
+    )  # fmt: skip
+    ops = gaussian_ops(nb, n_in, n_out, 25, seed=23, scale=300.0)
+    ops += [("step", ext, ext[:, :2], True), ("predict", ext, True)]
+    stream, expected, net = simulate(rls, ops, nb, 10, eval_cap=2)
+    assert_same(run_c(sanitized_harness, rls, stream, tmp_path, env=env), expected)
+    assert net.stats["rls_resets"] > 0
 
 
 def test_core_sources_use_no_heap_io_or_floating_point() -> None:
