@@ -22,7 +22,7 @@
 #include "twinpass_core.h"
 
 #define PROTO_MAJOR 1u
-#define PROTO_MINOR 3u
+#define PROTO_MINOR 4u
 #define REPLY 0x80u
 #define ENCODED_MAX (TP_COBS_MAX_ENCODED(TP_MAX_FRAME) + 1u)
 /* int32 values of one step's inputs, targets and both outputs (or a state's three
@@ -321,6 +321,11 @@ static int get_bin(const payload_t *pl, const char *key, size_t n_values, size_t
     return 0;
 }
 
+static const char *readout_name(uint32_t readout)
+{
+    return readout == TP_READOUT_ANP ? "anp" : (readout == TP_READOUT_NLMS ? "nlms" : "rls");
+}
+
 static int need_model(void)
 {
     return have_model ? 0 : refuse(E_NO_MODEL, "no model on the device: deploy one first");
@@ -546,9 +551,10 @@ static void hello_payload(tp_mp_writer *w)
     tp_mp_array(w, 1);
     tp_mp_str(w, "q16.16/q7.24");
     tp_mp_str(w, "readouts");
-    tp_mp_array(w, 2);
+    tp_mp_array(w, 3);
     tp_mp_str(w, "anp");
     tp_mp_str(w, "nlms");
+    tp_mp_str(w, "rls");
     kv_uint(w, "slots", 2);
     kv_uint(w, "step_us", step_us);
     kv_slot(w, "active_slot", meta.active);
@@ -911,9 +917,11 @@ static int on_step(const payload_t *pl, tp_mp_writer *w)
         return refuse(E_BAD_STATE, "the reward variant (y: nil) runs one step at a time");
     }
     if (y == NULL && learn && model.hyper.readout != TP_READOUT_ANP) {
-        return refuse(E_BAD_STATE, "the reward variant (y: nil) needs readout anp; this "
-                                   "model's readout is nlms, which learns from the targets: "
-                                   "send y");
+        refuse(E_BAD_STATE, "the reward variant (y: nil) needs readout anp; this "
+                            "model's readout is ");
+        msg_s(readout_name(model.hyper.readout));
+        msg_s(", which learns from the targets: send y");
+        return -1;
     }
     if (nx + 3u * ny > IO_MAX) {
         return refuse(E_TOO_LARGE, "one step's inputs and outputs do not fit the device's "
@@ -1002,7 +1010,7 @@ static void mode_payload(tp_mp_writer *w)
     tp_hyper dflt = {4294967u, 66u, 429497u, 65536u, 10u, 1u, 0u, 0u, 0u, 0u,
                      4294967u, 32768u, 65536u, 0u, 1000u, 429540u, (uint32_t)10 << 24};
     const tp_hyper *h = have_model ? &model.hyper : &dflt;
-    tp_mp_map(w, 18);
+    tp_mp_map(w, 20);
     kv_bool(w, "learn", learn_mode);
     kv_uint(w, "seed", seed_mode);
     kv_uint(w, "batch", batch_mode);
@@ -1021,6 +1029,8 @@ static void mode_payload(tp_mp_writer *w)
     kv_uint(w, "leak_q", h->leak_q);
     kv_uint(w, "bound_q", h->bound_q);
     kv_uint(w, "guard_every", h->guard_every);
+    kv_uint(w, "im1_q", h->im1_q);
+    kv_uint(w, "p0_q", h->p0_q);
 }
 
 static int on_set_mode(const payload_t *pl, tp_mp_writer *w)
@@ -1044,17 +1054,27 @@ static int on_set_mode(const payload_t *pl, tp_mp_writer *w)
             return refuse(E_BAD_ARGS, "readout_inputs is the model image's (it sets B's width): "
                                       "deploy a model with the readout you want");
         }
+        if (get_u32(pl, "readout", 0, TP_READOUT_RLS, 1, h.readout, &readout) != 0) {
+            return -1;
+        }
+        if ((readout == TP_READOUT_RLS) != (model.P != NULL)) {
+            return refuse(E_BAD_ARGS, "readout: switching to or from rls changes the model's "
+                                      "RAM layout (P): deploy a model with the readout you "
+                                      "want");
+        }
         if (get_u32(pl, "lr_q", 1, U32_MAX, 1, h.lr_q, &h.lr_q) != 0 ||
             get_u32(pl, "sigma_q", 0, 65536u, 1, h.sigma_q, &h.sigma_q) != 0 ||
             get_u32(pl, "eps_q", 0, U32_MAX, 1, h.eps_q, &h.eps_q) != 0 ||
             get_u32(pl, "gain_q", 0, U32_MAX, 1, h.gain_q, &h.gain_q) != 0 ||
             get_u32(pl, "resync_every", 0, 0xFFFFu, 1, h.resync_every, &h.resync_every) != 0 ||
             get_u32(pl, "lrh_q", 1, U32_MAX, 1, h.lrh_q, &h.lrh_q) != 0 ||
-            get_u32(pl, "readout", 0, TP_READOUT_NLMS, 1, h.readout, &readout) != 0 ||
             get_u32(pl, "mu_q", 1, 131071u, 1, h.mu_q, &h.mu_q) != 0 ||
             get_u32(pl, "leak_q", 1, 65536u, 1, h.leak_q, &h.leak_q) != 0 ||
             get_u32(pl, "bound_q", 0, U32_MAX, 1, h.bound_q, &h.bound_q) != 0 ||
-            get_u32(pl, "guard_every", 1, U32_MAX, 1, h.guard_every, &h.guard_every) != 0) {
+            get_u32(pl, "guard_every", 1, U32_MAX, 1, h.guard_every, &h.guard_every) != 0 ||
+            get_u32(pl, "im1_q", 0, TP_IM1_MAX, 1, h.im1_q, &h.im1_q) != 0 ||
+            get_u32(pl, "p0_q", readout == TP_READOUT_RLS ? 1u : 0u, TP_P0_MAX, 1, h.p0_q,
+                    &h.p0_q) != 0) {
             return -1;
         }
         h.readout = (uint8_t)readout;
@@ -1238,7 +1258,7 @@ static int on_stats(const payload_t *pl, tp_mp_writer *w)
 {
     const tp_frame_stats *r = &reader.stats;
     (void)pl;
-    tp_mp_map(w, 20);
+    tp_mp_map(w, 21);
     kv_uint(w, "steps", counters.steps);
     kv_uint(w, "updates", counters.updates);
     kv_uint(w, "rewards", counters.rewards);
@@ -1252,6 +1272,7 @@ static int on_stats(const payload_t *pl, tp_mp_writer *w)
     kv_uint(w, "bad_version", counters.bad_version);
     kv_uint(w, "saturations", have_model ? model.saturations : 0);
     kv_uint(w, "guard_projections", have_model ? model.projections : 0);
+    kv_uint(w, "rls_resets", have_model ? model.rls_resets : 0);
     kv_uint(w, "nans", 0);
     kv_uint(w, "step_us", counters.steps ? counters.step_us_total / counters.steps : 0);
     kv_uint(w, "uptime_ms", board_millis());
@@ -1262,12 +1283,75 @@ static int on_stats(const payload_t *pl, tp_mp_writer *w)
     return 0;
 }
 
+/* The block of P's rows a STATE_GET/STATE_SET names (section 6.8), rows counted by the
+ * caller: the first row in *row. 0 or -1. */
+static int p_rows(const payload_t *pl, uint32_t rows, uint32_t *row)
+{
+    const uint32_t f = model.n_f;
+    if (model.P == NULL) {
+        refuse(E_BAD_ARGS, "p_row: the model's readout is ");
+        msg_s(readout_name(model.hyper.readout));
+        msg_s(", which keeps no P (only the rls readout does)");
+        return -1;
+    }
+    if (get_u32(pl, "p_row", 0, f - 1u, 0, 0, row) != 0) {
+        return -1;
+    }
+    if ((uint64_t)*row + rows > f) {
+        refuse(E_BAD_ARGS, "rows ");
+        msg_u(*row);
+        msg_s("..");
+        msg_u((uint64_t)*row + rows - 1u);
+        msg_s(" are beyond P's ");
+        msg_u(f);
+        return -1;
+    }
+    return 0;
+}
+
+static int on_state_get_p(const payload_t *pl, tp_mp_writer *w)
+{
+    uint32_t rows, row;
+    const size_t f = model.n_f;
+    if (get_u32(pl, "p_rows", 1, f, 0, 0, &rows) != 0 || p_rows(pl, rows, &row) != 0 ||
+        check_reply_size(4u * (uint64_t)rows * f + 64u, "the rows of P") != 0) {
+        return -1;
+    }
+    tp_mp_map(w, 2);
+    kv_uint(w, "p_row", row);
+    kv_i32s(w, "p", model.P + (size_t)row * f, (size_t)rows * f);
+    return 0;
+}
+
+static int on_state_set_p(const payload_t *pl, tp_mp_writer *w)
+{
+    const uint32_t f = model.n_f;
+    uint32_t rows, row;
+    tp_mp_obj o;
+    if (!find(pl, "p", &o) || o.type != TP_MP_BIN || o.len == 0 || o.len % (4u * f) != 0) {
+        refuse(E_BAD_ARGS, "p must be packed int32, whole rows of F = ");
+        msg_u(f);
+        msg_s(" values");
+        return -1;
+    }
+    rows = (uint32_t)(o.len / (4u * f));
+    if (p_rows(pl, rows, &row) != 0) {
+        return -1;
+    }
+    load_i32(o.data, (size_t)rows * f, model.P + (size_t)row * f);
+    tp_mp_map(w, 0);
+    return 0;
+}
+
 static int on_state_get(const payload_t *pl, tp_mp_writer *w)
 {
     size_t nbn, nen;
-    (void)pl;
+    tp_mp_obj o;
     if (need_model() != 0) {
         return -1;
+    }
+    if (find(pl, "p_row", &o)) {
+        return on_state_get_p(pl, w);
     }
     nbn = (size_t)model.batch * model.n;
     nen = (size_t)model.eval_batch * model.n;
@@ -1335,7 +1419,13 @@ static int on_state_set(const payload_t *pl, tp_mp_writer *w)
     int32_t bound;
     int d;
     size_t nbn, nen;
-    if (need_model() != 0 || get_u32(pl, "batch", 1, TP_MAX_BATCH, 0, 0, &batch) != 0 ||
+    if (need_model() != 0) {
+        return -1;
+    }
+    if (find(pl, "p_row", &o)) {
+        return on_state_set_p(pl, w);
+    }
+    if (get_u32(pl, "batch", 1, TP_MAX_BATCH, 0, 0, &batch) != 0 ||
         get_u32(pl, "eval_batch", 1, TP_MAX_BATCH, 0, 0, &eb) != 0) {
         return -1;
     }
