@@ -232,7 +232,10 @@ def rls_update(P, B, f, ystar, lam24, im1, p0, g, k):
             resets += 1
             continue
         for i in range(F):
-            k[i] = _div(g[i] << 24, c)
+            kw = _div(g[i] << 24, c)
+            k[i] = _sat32(kw)
+            if k[i] != kw:
+                hit = True
         for o in range(n_out):
             acc = 0
             for j in range(F):

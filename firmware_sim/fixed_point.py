@@ -184,6 +184,8 @@ def rls_stream(P: np.ndarray, B: np.ndarray, f: np.ndarray, ystar: np.ndarray, h
         P[:] = p0
         return 1
     k = div_trunc(g << 24, np.full_like(g, c))
+    hit |= bool(((k > I32_MAX) | (k < I32_MIN)).any())
+    k = sat32(k)  # an indefinite P can make c small: k e and k g stay within int64
     e = sat(sat32(rshift_round(B @ f, W_FRAC)) - ystar, DIFF_LIMIT)
     B[:] = sat32(B - rshift_round(e[:, None] * k[None, :], 16))
     q = sat32(P - rshift_round(k[:, None] * g[None, :], 24))

@@ -457,18 +457,17 @@ static void nlms_update(tp_model *m, const int32_t *ystar)
     }
 }
 
-/* a * b modulo 2^64 as int64 (the simulator's int64 arithmetic wraps): no undefined
- * behaviour where section 6.8's bounds would not hold (an indefinite P making c small). */
-static int64_t mul_wrap(int64_t a, int64_t b)
-{
-    uint64_t u = (uint64_t)a * (uint64_t)b;
-    return u <= (uint64_t)INT64_MAX ? (int64_t)u : -(int64_t)(~u) - 1;
-}
-
 /* k_i = div(g_i 2^24, c): recomputed where used (|k| may exceed int32 when c is small). */
 static int64_t rls_k(int32_t g, int64_t c)
 {
     return tp_div((int64_t)g * ((int64_t)1 << 24), c);
+}
+
+/* k saturated to int32 (section 6.8): an indefinite P (a positive diagonal does not rule
+ * it out) can make c small and k huge; saturated, k e and k g stay within int64. */
+static int32_t rls_k32(int32_t g, int64_t c)
+{
+    return tp_sat32(rls_k(g, c));
 }
 
 /* One stream's RLS readout step (section 6.8) on P and B from replica 1's features f and
@@ -507,14 +506,15 @@ static int rls_stream(tp_model *m, const int32_t *f, const int32_t *ystar)
         e = tp_sat((int64_t)tp_sat32(tp_rsr64(acc, 24)) - tp_sat(ystar[o], TP_IO_LIMIT),
                    TP_DIFF_LIMIT);
         for (j = 0; j < nf; j++) {
-            brow[j] = tp_sat32((int64_t)brow[j] - tp_rsr64(mul_wrap(rls_k(g[j], c), e), 16));
+            brow[j] = tp_sat32((int64_t)brow[j] - tp_rsr64((int64_t)rls_k32(g[j], c) * e, 16));
         }
     }
     for (i = 0; i < nf; i++) {
-        const int64_t ki = rls_k(g[i], c);
+        const int64_t kw = rls_k(g[i], c), ki = tp_sat32(kw);
+        hit |= kw != ki;
         for (j = i; j < nf; j++) {
             int64_t q = tp_sat32((int64_t)P[(size_t)i * nf + j] -
-                                 tp_rsr64(mul_wrap(ki, g[j]), 24));
+                                 tp_rsr64(ki * g[j], 24));
             int64_t p = q + tp_rsr64(q * im1, 32);
             hit |= p > TP_I32_MAX || p < TP_I32_MIN;
             P[(size_t)i * nf + j] = P[(size_t)j * nf + i] = tp_sat32(p);

@@ -310,7 +310,9 @@ class CNet:
         if c <= 0:
             self._rls_reset()
             return
-        k = [div(c64(g[i] << 24), c) for i in range(F)]
+        kw = [div(c64(g[i] << 24), c) for i in range(F)]
+        k = [sat32(v) for v in kw]
+        hit |= k != kw
         for o in range(self.n_out):
             e = sat(sat32(rsr(self._dot(self.B[o], f), 24)) - y[o], 1 << 23)
             for j in range(F):
