@@ -457,19 +457,6 @@ static void nlms_update(tp_model *m, const int32_t *ystar)
     }
 }
 
-/* k_i = div(g_i 2^24, c): recomputed where used (|k| may exceed int32 when c is small). */
-static int64_t rls_k(int32_t g, int64_t c)
-{
-    return tp_div((int64_t)g * ((int64_t)1 << 24), c);
-}
-
-/* k saturated to int32 (section 6.8): an indefinite P (a positive diagonal does not rule
- * it out) can make c small and k huge; saturated, k e and k g stay within int64. */
-static int32_t rls_k32(int32_t g, int64_t c)
-{
-    return tp_sat32(rls_k(g, c));
-}
-
 /* One stream's RLS readout step (section 6.8) on P and B from replica 1's features f and
  * the targets ystar (saturated here); returns the number of resets of P (0 or 1). */
 static int rls_stream(tp_model *m, const int32_t *f, const int32_t *ystar)
@@ -477,7 +464,7 @@ static int rls_stream(tp_model *m, const int32_t *f, const int32_t *ystar)
     const uint32_t nf = m->n_f, no = m->n_out;
     const int64_t im1 = m->hyper.im1_q;
     const int64_t lam24 = (int64_t)(((uint64_t)1 << 56) / (((uint64_t)1 << 32) + m->hyper.im1_q));
-    int32_t *g = m->rls_g, *P = m->P;
+    int32_t *g = m->rls_g, *k = m->rls_g + nf, *P = m->P;
     int64_t c = lam24;
     int hit = 0;
     uint32_t i, j, o;
@@ -497,6 +484,13 @@ static int rls_stream(tp_model *m, const int32_t *f, const int32_t *ystar)
         tp_model_reset_p(m);
         return 1;
     }
+    for (i = 0; i < nf; i++) {
+        /* Saturated (section 6.8): an indefinite P (a positive diagonal does not rule it
+         * out) can make c small and k huge; saturated, k e and k g stay within int64. */
+        const int64_t kw = tp_div((int64_t)g[i] * ((int64_t)1 << 24), c);
+        k[i] = tp_sat32(kw);
+        hit |= kw != k[i];
+    }
     for (o = 0; o < no; o++) {
         int32_t *brow = m->B + (size_t)o * nf;
         int64_t acc = 0, e;
@@ -506,12 +500,11 @@ static int rls_stream(tp_model *m, const int32_t *f, const int32_t *ystar)
         e = tp_sat((int64_t)tp_sat32(tp_rsr64(acc, 24)) - tp_sat(ystar[o], TP_IO_LIMIT),
                    TP_DIFF_LIMIT);
         for (j = 0; j < nf; j++) {
-            brow[j] = tp_sat32((int64_t)brow[j] - tp_rsr64((int64_t)rls_k32(g[j], c) * e, 16));
+            brow[j] = tp_sat32((int64_t)brow[j] - tp_rsr64((int64_t)k[j] * e, 16));
         }
     }
     for (i = 0; i < nf; i++) {
-        const int64_t kw = rls_k(g[i], c), ki = tp_sat32(kw);
-        hit |= kw != ki;
+        const int64_t ki = k[i];
         for (j = i; j < nf; j++) {
             int64_t q = tp_sat32((int64_t)P[(size_t)i * nf + j] -
                                  tp_rsr64(ki * g[j], 24));

@@ -85,8 +85,8 @@ typedef struct {
     int32_t *A, *R, *B, *D;     /* D NULL: identity */
     int32_t *gv;                /* the guard's warm-start vector (N), kept with the weights */
     int32_t *P;                 /* RLS's P (F x F, Q24), kept with the weights; else NULL */
-    int32_t *rls_g;             /* RLS's g (F) and k's room (F; section 7.3) or NULL: k is
-                                 * recomputed from g and c, as |k| may exceed int32 */
+    int32_t *rls_g;             /* RLS's g (F), then k (F, saturated to int32; section
+                                 * 6.8), or NULL */
     int32_t *xh1, *xh2;         /* replicas' hidden states (batch x N) */
     int32_t *xn1, *xn2;         /* next states; after a step xn1 holds xh1(t-1) */
     int32_t *xp1, *xp2;         /* noisy pre-activations of the last step */
