@@ -530,7 +530,7 @@ class SerialDevice:
 
     def _n_features(self) -> int:
         n_in, n, _ = self._loaded()
-        return n + (n_in + 1 if self._rule.readout_inputs else 0)
+        return mi.n_features(n_in, n, self._rule.readout_inputs)
 
     def _p_blocks(self, f: int) -> list[tuple[int, int]]:
         """(first row, rows) of P's blocks: as many rows as fit one frame."""

@@ -179,9 +179,8 @@ def rls_stream(P: np.ndarray, B: np.ndarray, f: np.ndarray, ystar: np.ndarray, h
     hit = bool((np.abs(g) > I32_MAX).any())
     g = sat32(g)
     c = rls_lambda_q24(hyper) + int(rshift_round(f * g, 16).sum())
-    p0 = np.eye(P.shape[0], dtype=np.int64) * int(hyper.p0_q)
     if c <= 0:
-        P[:] = p0
+        rls_reset(P, hyper)
         return 1
     k = div_trunc(g << 24, np.full_like(g, c))
     hit |= bool(((k > I32_MAX) | (k < I32_MIN)).any())
@@ -195,9 +194,15 @@ def rls_stream(P: np.ndarray, B: np.ndarray, f: np.ndarray, ystar: np.ndarray, h
     new = np.triu(sat32(new))
     P[:] = new + np.triu(new, 1).T  # one triangle, mirrored: P stays symmetric bit for bit
     if hit or (np.diag(P) <= 0).any():
-        P[:] = p0
+        rls_reset(P, hyper)
         return 1
     return 0
+
+
+def rls_reset(P: np.ndarray, hyper: Hyper) -> None:
+    """``P <- p0 I`` in place (§6.8)."""
+    P[:] = 0
+    np.fill_diagonal(P, int(hyper.p0_q))
 
 
 def readout_norm_q32(B: np.ndarray, n: int) -> int:
@@ -296,12 +301,13 @@ class FixedNet:
         self.rng_counter = 0
         self.total = 0
         self.gv = guard.initial_vector(n)
-        # RLS's P (§6.8): the readout's, like B; set at load, kept by reset_state.
-        self.P = (
-            np.eye(f, dtype=np.int64) * int(self.hyper.p0_q)
-            if self.hyper.readout == READOUT_RLS
-            else None
-        )
+        # RLS's P (§6.8): the readout's, like B; set at load, kept by reset_state; and
+        # the compiled update's g and k (F each), allocated once.
+        self.P = None
+        if self.hyper.readout == READOUT_RLS:
+            self.P = np.empty((f, f), np.int64)
+            rls_reset(self.P, self.hyper)
+            self._rls_gk = np.empty((2, f), np.int64)
         self.pending: Pending | None = None
         self.set_batch(self.batch)
 
@@ -508,8 +514,7 @@ class FixedNet:
                 assert self.P is not None and ystar is not None
                 self.stats["rls_resets"] += fast.rls_update(
                     self.P, self.B, np.ascontiguousarray(f), ystar, rls_lambda_q24(h),
-                    h.im1_q, h.p0_q, np.empty(self.n_features, np.int64),
-                    np.empty(self.n_features, np.int64),
+                    h.im1_q, h.p0_q, *self._rls_gk,
                 )  # fmt: skip
             return
         dl = sat(np.asarray(dl, np.int64), DL_LIMIT)
