@@ -10,8 +10,10 @@ cycled for ``--steps`` online steps from a zero state, then the frozen test MSE)
   preset and PCM with its noise off (``noise_scale`` 0), which say where the gap comes
   from.
 
-``--factors`` then switches PCM's non-idealities off one group at a time (the default
-learner, seed 0) to show which of them costs what.
+``--factors`` then shows which of PCM's non-idealities costs what (the default learner,
+seed 0): switched off one group at a time from ``pcm``, and switched on one at a time from
+PCM with every one of them off. A row of the host learning from two noisy replicas (as the
+analog device always does) says what the node noise alone costs the readout.
 
 The firmware numbers come from ``twinpass hil`` itself (see benchmarks/RESULTS.md).
 
@@ -49,6 +51,29 @@ FACTORS = {
     "no programming noise or levels": {"prog_scale": 0.0, "levels": 0},
     "fine, exact pulses": {"dw_min": 2.0**-20, "dw_dtod": 0.0, "dw_c2c": 0.0},
     "no stuck or varying devices": {"stuck_fraction": 0.0, "gmax_dtod": 0.0},
+}
+
+#: PCM with every non-ideality off (continuous converters included), then one group on.
+NONE = {
+    "prog_scale": 0.0,
+    "drift_scale": 0.0,
+    "read_noise": 0.0,
+    "flicker_scale": 0.0,
+    "out_noise": 0.0,
+    "gmax_dtod": 0.0,
+    "stuck_fraction": 0.0,
+    "inp_bits": 0,
+    "out_bits": 0,
+}
+ALONE = {
+    "none": {},
+    "8-bit converters": {"inp_bits": 8, "out_bits": 8},
+    "output noise": {"out_noise": 0.04},
+    "read noise": {"read_noise": 0.0175},
+    "drift": {"drift_scale": 1.0},
+    "1/f noise": {"flicker_scale": 1.0},
+    "programming noise": {"prog_scale": 1.0},
+    "stuck and varying devices": {"stuck_fraction": 0.01, "gmax_dtod": 0.1},
 }
 
 
@@ -98,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
         for label, overrides in FACTORS.items():
             mse = run({}, ("pcm", overrides), args.hidden, args.steps, 0)
             print(f"| {label} | {mse:.3g} |", flush=True)
+        host = run({}, None, args.hidden, args.steps, 0)
+        noisy = run({"two_noisy_passes": True}, None, args.hidden, args.steps, 0)
+        print(f"\nhost {host:.3g}; host learning from two noisy replicas {noisy:.3g}")
+        print("\n| PCM with every non-ideality off but one, seed 0 | test MSE | / host |")
+        print("|---|---|---|")
+        for label, on in ALONE.items():
+            mse = run({}, ("pcm", {**NONE, **on}), args.hidden, args.steps, 0)
+            print(f"| {label} | {mse:.3g} | {mse / host:.1f} |", flush=True)
     return 0
 
 

@@ -17,9 +17,12 @@ Learning on it:
   is digital (the state lives in the periphery between passes). The stability guard reads
   R from the tile between blocks, every ``guard_every`` steps, and reprograms the hidden
   tile scaled onto the bound when R's spectral radius exceeds it (a real write, with its
-  programming noise). The rule's ``sigma``
-  adds digital node noise to both replicas on top (0 is allowed: the substrate's own noise
-  is then the only perturbation).
+  programming noise). The rule's ``sigma`` adds digital node noise on top (0 is allowed:
+  the substrate's own noise is then the only perturbation): to both replicas with the
+  output tile, to replica 2 only with a digital readout, whose features are replica 1's
+  state — noise added there on purpose is noise the readout fits (on the ``ideal`` preset
+  it cost 2.3x the host's test MSE; benchmarks/RESULTS.md), while the substrate's own noise
+  already makes both passes noisy. ``two_noisy_passes`` puts it back on replica 1.
 - NP and WP get only what the hardware exposes: their own digital noise (node noise
   added after the ADC; for WP a weight perturbation added to replica 2's analog sum), not
   the substrate's, which corrupts their estimate. BP is not offered (no exact gradients).
@@ -417,9 +420,11 @@ class AnalogDevice:
         return self._rule.readout != "anp"
 
     def _two_noisy(self) -> bool:
-        """ANP always learns from two noisy passes here; NP as configured; WP never."""
+        """Whether replica 1 gets digital node noise too: ANP with the output tile (the
+        paper's network) always, ANP with a digital readout and NP as configured, WP never.
+        (Both passes carry the substrate's noise whatever this says.)"""
         if self._code == RULE_ANP:
-            return True
+            return not self._is_digital() or self._rule.two_noisy_passes
         return self._code == RULE_NP and self._rule.two_noisy_passes
 
     def _state_arrays(self) -> dict[str, np.ndarray]:

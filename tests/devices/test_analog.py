@@ -351,6 +351,32 @@ def test_ideal_analog_with_a_digital_readout_learns_like_the_host(readout: str) 
     assert losses["ideal"] < 1e-2, losses  # and it learned: a zero forecast scores ~0.5
 
 
+@pytest.mark.parametrize(
+    ("rule", "replica1_noisy"),
+    [
+        ({}, False),  # a digital readout fits replica 1's state: no digital noise on it
+        ({"two_noisy_passes": True}, True),
+        (PAPER_NETWORK, True),  # the output tile learns from both passes' noise
+    ],
+)
+def test_digital_node_noise_reaches_replica_1_only_where_asked(
+    rule: dict, replica1_noisy: bool
+) -> None:
+    # On the noiseless ideal substrate replica 1's first output is the clean forward pass
+    # (predict) unless the rule's digital node noise was added to it.
+    u, y = sine_stream(1)
+    dev = AnalogDevice("ideal")
+    cfg = RuleConfig(**rule)
+    dev.load(Params.init(1, 16, 1, seed=0, readout_inputs=cfg.readout_inputs).arrays(),
+             cfg.resolve(1, 16, 1))  # fmt: skip
+    clean = dev.predict(u[:, None, :])
+    first = dev.step(u[:, None, :], y[:, None, :]).predictions
+    if replica1_noisy:
+        assert not np.array_equal(first, clean)
+    else:
+        np.testing.assert_array_equal(first, clean)
+
+
 def test_a_digital_readout_lives_outside_the_tiles() -> None:
     dev = AnalogDevice("pcm")
     spec = RuleConfig(readout="nlms").resolve(1, 16, 1)
