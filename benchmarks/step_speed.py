@@ -146,7 +146,7 @@ def twinpass_step_fn(label: str, n: int, nb: int, T: int, single: bool):
         bufs = bptt_scratch(1, n, 1, nb, 1, np.float32, adam=False)
 
         def call():
-            bptt_block(U, Y, pred, l1, *params[:3], None, bufs, lr=1e-4)
+            bptt_block(U, Y, pred, l1, *params[:3], None, bufs, lr=1e-4, optimizer="sgd")
 
     elif rule in ("eprop", "uoro", "rtrl"):
         gstate = allocate_gradient_state(dims, nb, rule)
