@@ -55,6 +55,14 @@ FASTMATH = {"reassoc", "nsz"}
 # kernels copy with :func:`_copy` instead.
 BLOCK_JIT = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy", "_nrt": False}
 
+# The larger once-a-step helpers (the update's coefficients, the decorrelated state, and
+# the readout's RLS and NLMS steps in .readout) are compiled out of line with the block
+# kernels' flags: inlined at Numba's IR level they made a cold compile of the host
+# learner's float32 path take 79 s, 48 s out of line, at the same speed. The smaller ones
+# stay inlined: with them out of line too it was 34 s, but ANP's step at N = 100 lost 9 %
+# to passing arrays by value (26 argument structs for _forward).
+STEP_JIT = {"fastmath": FASTMATH, "error_model": "numpy", "_nrt": False}
+
 # Rows of the (nw, nb, N) hidden work array: per-step scratch.
 W_X1, W_X2, W_XHN1, W_XHN2, W_CH, W_AU = range(6)
 N_WORK = 6
@@ -123,7 +131,7 @@ def _preactivations(A, u, same, xi1, xi2, xp1, xp2, au):
         xp2[0, i] = (au[0, i] + xp2[0, i]) + xi2[0, i]
 
 
-@njit(inline="always")
+@njit(**STEP_JIT)
 def _decorrelated_state(D, x1, x2, xhn1, xhn2, decor, pend_d, tmp, xh_prev, eps_scale, q):
     """xh = D x for both replicas in one pass over D, applying a pending decorrelation update.
 
@@ -236,7 +244,7 @@ def _mean_losses(b1, b2, ystar):
     return l1 / nb, l2 / nb
 
 
-@njit(inline="always")
+@njit(**STEP_JIT)
 def update_coefficients(
     rule, b, xp1, xp2, b1, b2, xi1, xi2, zeta1, zeta2, f1, ystar,
     gain, sigma, lr, out_cap, ch, co,

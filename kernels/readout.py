@@ -61,6 +61,9 @@ def rls_reset(P, p0):
 #: into the kernels: inlined, the sweep ran 2-3x slower than the same loop compiled alone
 #: (measured at N = 100 and 500, benchmarks/RESULTS.md). Their flags are the kernels'.
 _P_JIT = {"inline": "never", "fastmath": {"reassoc", "nsz"}, "error_model": "numpy"}
+#: The per-step updates, out of line too, for the compile time (see .perturbation's
+#: STEP_JIT); the same flags as the kernels that call them.
+_STEP_JIT = {"fastmath": {"reassoc", "nsz"}, "error_model": "numpy", "_nrt": False}
 
 
 @njit(**_P_JIT)
@@ -131,7 +134,7 @@ def rls_bound(P, p0, f, g):
         g[i] = acc
 
 
-@njit(inline="always")
+@njit(**_STEP_JIT)
 def rls_step(B, P, h, pend, f, y, g, lam, p0, counts, c_reset, c_bound):
     """One RLS sample: update B from features ``f`` (F,) and target ``y`` (n_out,).
 
@@ -171,7 +174,7 @@ def rls_step(B, P, h, pend, f, y, g, lam, p0, counts, c_reset, c_bound):
     pend[0] = 1
 
 
-@njit(inline="always")
+@njit(**_STEP_JIT)
 def rls_flush(P, h, pend, lam):
     """Apply a pending update of P (the end of a block): P is current between calls."""
     if pend[0] == 0:
@@ -180,7 +183,7 @@ def rls_flush(P, h, pend, lam):
     pend[0] = 0
 
 
-@njit(inline="always")
+@njit(**_STEP_JIT)
 def nlms_coefficients(B, f, y, mu, co, b):
     """Stream b's NLMS coefficients ``co[b] = μ (B f - y) / (δ + ‖f‖²)``.
 
