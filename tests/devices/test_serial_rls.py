@@ -13,6 +13,8 @@ from sim_process import FIRMWARES, start_simulator
 
 from twinpass.core.errors import ConfigError, RemoteError
 from twinpass.devices.serial import SerialDevice
+from twinpass.firmware_sim.fixed_point import rls_lambda_q24, rls_stream
+from twinpass.protocol import model_image as mi
 from twinpass.protocol.hyper import DEVICE_P0, P0_MAX
 from twinpass.protocol.messages import MsgType
 from twinpass.runtime import Params, RuleConfig
@@ -105,6 +107,40 @@ def test_huge_inputs_reset_p_and_the_device_counts_it(port: str) -> None:
         assert res.applied == 30
         assert dev.link.request(MsgType.STATS, {})["rls_resets"] > 0
         assert np.isfinite(dev.read_model()["B"]).all()
+    finally:
+        dev.close()
+
+
+def test_an_indefinite_p_from_state_set_saturates_the_gain_and_resets(port: str) -> None:
+    """STATE_SET takes any symmetric P with a positive diagonal; one that is indefinite can
+    make c = λ + fᵀPf one Q24 unit, where the gain k would be ~2^46 and k·e leave int64.
+    The device saturates k, steps B with it and resets P, with the simulator's bits."""
+    params = _model()
+    params["A"][:] = 0
+    params["R"][:] = 0  # the hidden state stays 0: the features are [0, ..., 0, u, 1]
+    rule = _rule()
+    dev = _device(port, rule, params)
+    try:
+        hyper = mi.parse(dev.read_image(source="live")).hyper
+        lam24 = rls_lambda_q24(hyper)
+        f = N + 2
+        P = np.eye(f, dtype=np.int64) * hyper.p0_q
+        P[N, N] = P[N + 1, N + 1] = 1 << 24
+        P[N, N + 1] = P[N + 1, N] = (1 << 24) + (lam24 - 1) // 2  # indefinite on (u, 1)
+        dev.import_state({**dev.export_state(), "P": P})
+        B0 = mi.parse(dev.read_image(source="live")).B.copy()
+        u = np.full((1, 1, 1), -1.0, np.float32)  # f = [0, ..., 0, -1, 1]: fᵀPf = 2 (p - q)
+        res = dev.step(u, np.full((1, 1, 1), 100.0, np.float32))
+        assert res.applied == 1
+        assert dev.link.request(MsgType.STATS, {})["rls_resets"] == 1
+        assert np.array_equal(dev.export_state()["P"], np.eye(f) * hyper.p0_q)
+        # The simulator's §6.8 on the same P, features, B and saturated target.
+        feats = np.zeros(f, np.int64)
+        feats[N], feats[N + 1] = -(1 << 16), 1 << 16
+        Pw, Bw = P.copy(), B0.copy()
+        assert rls_stream(Pw, Bw, feats, np.array([100 << 16], np.int64), hyper) == 1
+        assert np.array_equal(mi.parse(dev.read_image(source="live")).B, Bw)
+        assert not np.array_equal(Bw, B0)  # B took the saturated step
     finally:
         dev.close()
 

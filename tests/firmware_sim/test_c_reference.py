@@ -211,3 +211,47 @@ def test_counters_wrap_at_2_64_like_the_reference() -> None:
     cn.counter, cn.p = U64_MAX - 1, U64_MAX - 8
     _run_both(fx, cn, 5)
     assert fx.counter == 3
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_rls_gain_saturation_resets_p_alike_everywhere(sign: int) -> None:
+    # An indefinite P with a positive diagonal (which STATE_SET accepts) and features that
+    # make c = λ + fᵀPf one or two Q24 units: the unsaturated gain k is ~2^46, k·e would
+    # pass int64. §6.8 saturates k to int32, updates B with it and resets P. The C-style
+    # reference raises Overflow on any int64 overflow; the simulator (NumPy and compiled)
+    # must agree with it bit for bit.
+    from twinpass.firmware_sim import fast
+    from twinpass.firmware_sim.fixed_point import rls_lambda_q24, rls_stream
+
+    F, n_out = 4, 2
+    hyper = hyper_from_rule(
+        RuleConfig(readout="rls", readout_p0=10.0, readout_inputs=True).resolve(1, F - 2, n_out)
+    )
+    lam24 = rls_lambda_q24(hyper)
+    p = 1 << 24
+    qq = p + (lam24 - 1) // 2
+    P = np.diag([hyper.p0_q] * F).astype(np.int64)
+    P[0, 0] = P[1, 1] = p
+    P[0, 1] = P[1, 0] = qq
+    f = np.array([sign << 16, -sign << 16, 0, 0], np.int64)
+    B = q(0.3 * np.random.default_rng(1).standard_normal((n_out, F)), W_FRAC)
+    ystar = np.array([100 << 16, -(100 << 16)], np.int64)  # |e| saturates at 128
+    g = P @ f >> 16
+    c = lam24 + int((f * g).sum() >> 16)
+    assert 0 < c <= 2 and abs(int(g[0]) << 24) // c > 2**45  # the regime the test is about
+
+    P_np, B_np = P.copy(), B.copy()
+    resets_np = rls_stream(P_np, B_np, f, ystar, hyper)
+    P_c, B_c = P.copy(), B.copy()
+    gk = (np.zeros(F, np.int64), np.zeros(F, np.int64))
+    resets_c = fast.rls_update(
+        P_c, B_c, f[None, :], ystar[None, :], lam24, hyper.im1_q, hyper.p0_q, *gk
+    )
+    cn = CNet(np.zeros((F - 2, 1)), np.zeros((F - 2, F - 2)), B, None, hyper, 1, 0)
+    cn.P = P.tolist()
+    cn._rls(f.tolist(), ystar.tolist())  # raises Overflow if any product left int64
+
+    assert resets_np == resets_c == cn.rls_resets == 1
+    assert P_np.tolist() == P_c.tolist() == cn.P == np.diag([hyper.p0_q] * F).tolist()
+    assert B_np.tolist() == B_c.tolist() == cn.B
+    assert not np.array_equal(B_np, B)  # B took the saturated step before the reset
