@@ -20,7 +20,11 @@ N = 32, 64, 128 (one input, one output):
 Every number is the median of ``--repeats`` measurements.
 
     python benchmarks/serial_link.py [--firmware sim|c|qemu] [--icount] [--sizes 32,64,128]
-        [--steps 1000] [--repeats 5] [--out FILE.md]
+        [--steps 1000] [--repeats 5] [--network paper|learner|nlms] [--out FILE.md]
+
+``--network`` (as in ``firmware_budget.py``): the paper's network (the default, ANP's own
+readout), the learner's as a device runs it (RLS over [xh, u, 1], P0 = 10) or the same
+with NLMS.
 
 A pty ignores the baud rate: these are the limits of the host, the simulator and the pty,
 not of a UART (at 115200 baud a 40-byte STEP frame alone takes 3.5 ms).
@@ -39,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from firmware_budget import NETWORKS  # one definition of the networks both measure
 
 from twinpass.devices.serial import SerialDevice, quantise_model
 from twinpass.firmware_sim import c_firmware
@@ -46,7 +51,6 @@ from twinpass.firmware_sim.process import firmware_process
 from twinpass.protocol.messages import MsgType, pack_array
 from twinpass.protocol.qformat import encode_activities
 from twinpass.runtime import Params, RuleConfig
-from twinpass.runtime.config import PAPER_NETWORK
 
 
 def step_requests(n: int, steps: int) -> Iterator[tuple[int, dict]]:
@@ -137,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=None, help="also write the markdown here")
     ap.add_argument("--firmware", choices=c_firmware.FIRMWARES, default="sim")
+    ap.add_argument("--network", choices=sorted(NETWORKS), default="paper")
     ap.add_argument(
         "--icount", action="store_true", help="qemu only: instructions per step, no rates"
     )
@@ -146,14 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             ap.error("--icount needs --firmware qemu")
         return icount_main(args, argv)
     sizes = [int(s) for s in args.sizes.split(",")]
-    rule = RuleConfig(**PAPER_NETWORK)
+    rule = RuleConfig(**NETWORKS[args.network])
     rt_rows, be_rows, dep_rows = [], [], []
     with (
         tempfile.TemporaryDirectory() as tmp,
         firmware_process(args.firmware, str(Path(tmp) / "flash.bin")) as path,
     ):
         for n in sizes:
-            params = Params.init(1, n, 1, seed=0).arrays()
+            params = _params(n, rule, 0)
             lock = SerialDevice(path, window=1)
             lock.load(params, rule.resolve(1, n, 1), seed=0)
             window = lock.link.caps.rx_window
@@ -167,10 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             pipe.load(params, rule.resolve(1, n, 1), seed=0)
             be_pipe, _ = median(r, backend_steps, pipe, args.steps)
             times = []
-            images = [
-                quantise_model(Params.init(1, n, 1, seed=s).arrays(), rule.resolve(1, n, 1))
-                for s in (1, 2)
-            ]
+            images = [quantise_model(_params(n, rule, s), rule.resolve(1, n, 1)) for s in (1, 2)]
             for r in range(args.repeats):
                 t0 = time.perf_counter()
                 pipe.deploy_image(images[r % 2])  # alternate: every deploy uploads
@@ -184,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Command: `{command_line(argv)}` (the {args.firmware} firmware and the host on this "
         "machine, one pty; "
         f"{args.steps} steps per measurement, median of {args.repeats} measurements; ANP, "
-        "1 input, 1 output).",
+        f"1 input, 1 output, the {args.network} network).",
         "",
         "STEP round trips, one step per message:",
         "",
@@ -212,23 +214,28 @@ def main(argv: list[str] | None = None) -> int:
     return emit(lines, args.out)
 
 
+def _params(n: int, rule: RuleConfig, seed: int) -> dict:
+    """A 1-n-1 model for ``rule``'s network (the readout's input columns when it has them)."""
+    return Params.init(1, n, 1, seed=seed, readout_inputs=rule.readout_inputs).arrays()
+
+
 def icount_main(args: argparse.Namespace, argv: list[str] | None) -> int:
     """Instructions per step of the netduinoplus2 image, one QEMU per size (a fresh count)."""
-    rule = RuleConfig(**PAPER_NETWORK)
+    rule = RuleConfig(**NETWORKS[args.network])
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         with ExitStack() as stack:
             path = stack.enter_context(firmware_process("qemu", "", icount=True))
             dev = SerialDevice(path, window=1)
             stack.callback(dev.close)
-            dev.load(Params.init(1, n, 1, seed=0).arrays(), rule.resolve(1, n, 1), seed=0)
+            dev.load(_params(n, rule, 0), rule.resolve(1, n, 1), seed=0)
             runs = [instructions_per_step(dev, args.steps)[0] for _ in range(args.repeats)]
             rows.append((n, statistics.median(runs), min(runs), max(runs)))
             print(f"N={n} done", file=sys.stderr, flush=True)
     lines = [
         f"Command: `{command_line(argv)}` (QEMU -icount shift=0: one guest instruction per ns; "
         f"the firmware's mean compute time per step over {args.steps} learning steps, "
-        f"read {args.repeats} times; ANP, 1 input, 1 output).",
+        f"read {args.repeats} times; ANP, 1 input, 1 output, the {args.network} network).",
         "",
         "| N | Cortex-M4 instructions per step (median) | min | max |",
         "|---|---|---|---|",
