@@ -1,12 +1,14 @@
 """Learning on the simulated analog substrate: Mackey-Glass test MSE and the cost of a step.
 
 Configurations (N = 100, ``--seeds`` seeds each, ``--epochs`` epochs, the default
-``ahead`` pairing): host ANP with a clean pass and with two noisy passes; analog ANP and
-DANP at noise scales 0, 0.5, 1, 2, 4 of the PCM preset; PCM with drift off; stochastic
-against mixed-precision updates; NP and WP on analog. Each finished run is appended to a
-JSON-lines file, so an interrupted sweep resumes; the summary table and the figure are
-computed from that file. ``--speed`` adds µs per step of analog against host at N = 100
-and 500 (median of repeats, measured side by side in one process).
+``ahead`` pairing), all on the paper's network (``PAPER_NETWORK``: the readout learned by
+the rule, as when this sweep was recorded; the learner's digital readout on the substrate
+is measured by ``device_quality.py``): host ANP with a clean pass and with two noisy
+passes; analog ANP and DANP at noise scales 0, 0.5, 1, 2, 4 of the PCM preset; PCM with
+drift off; stochastic against mixed-precision updates; NP and WP on analog. Each finished
+run is appended to a JSON-lines file, so an interrupted sweep resumes; the summary table
+and the figure are computed from that file. ``--speed`` adds µs per step of analog against
+host at N = 100 and 500 (median of repeats, measured side by side in one process).
 
     python benchmarks/analog.py --out analog.jsonl --speed                 # the full sweep
     python benchmarks/analog.py --out a.jsonl --seeds 1 --epochs 2          # a taste
@@ -59,7 +61,10 @@ def run_one(name: str, seed: int, epochs: int) -> dict:
     spec, dev_opts, rule_opts = CONFIGS[name]
     task = make_task("mackey-glass")
     device = make_device(spec, **dev_opts)
-    learner = OnlineLearner(1, 1, 100, RuleConfig(**rule_opts), seed=seed, device=device)
+    from twinpass.runtime.config import PAPER_NETWORK
+
+    config = RuleConfig(**{**PAPER_NETWORK, **rule_opts})
+    learner = OnlineLearner(1, 1, 100, config, seed=seed, device=device)
     row = {"config": name, "seed": seed, "epochs": epochs}
     history: list[float] = []
     t0 = time.perf_counter()
