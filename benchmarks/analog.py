@@ -23,7 +23,7 @@ import os
 import statistics
 import time
 
-from sweep import read_rows, run_pending  # the sibling module: scripts run from here
+from sweep import paper_era, read_rows, run_pending  # the sibling module: scripts run from here
 
 SCALES = (0.0, 0.5, 1.0, 2.0, 4.0)
 
@@ -61,10 +61,7 @@ def run_one(name: str, seed: int, epochs: int) -> dict:
     spec, dev_opts, rule_opts = CONFIGS[name]
     task = make_task("mackey-glass")
     device = make_device(spec, **dev_opts)
-    from twinpass.runtime.config import PAPER_NETWORK
-
-    config = RuleConfig(**{**PAPER_NETWORK, **rule_opts})
-    learner = OnlineLearner(1, 1, 100, config, seed=seed, device=device)
+    learner = OnlineLearner(1, 1, 100, RuleConfig(**paper_era(rule_opts)), seed=seed, device=device)
     row = {"config": name, "seed": seed, "epochs": epochs}
     history: list[float] = []
     t0 = time.perf_counter()

@@ -4,7 +4,8 @@ docs/design.md §9 asks ANP's final test MSE on Mackey-Glass to be within 1.5x o
 BP baseline (truncated BPTT, K = 20, SGD: median 3.67e-4 at N = 100 in the stability
 sweep, recall pairing). This script trains ANP with the given rule settings and a
 per-epoch learning-rate schedule over several seeds and prints the median and worst final
-test MSE, in the stability sweep's setting (recall pairing, 20 epochs).
+test MSE, in the stability sweep's setting (recall pairing, 20 epochs, the paper's
+network: ``sweep.paper_era``).
 
 A schedule other than ``const`` scales lr at the start of each epoch (``cos``: half a
 cosine from 1 to 0; ``step``: 1, then 0.3 after half the epochs, 0.1 after three
@@ -25,6 +26,8 @@ import statistics
 import sys
 import time
 
+from sweep import paper_era  # the sibling module: scripts run from here
+
 from twinpass.core.errors import DivergenceError
 from twinpass.runtime import OnlineLearner, RuleConfig
 from twinpass.runtime.tasks import make_task
@@ -39,6 +42,7 @@ SCHEDULES = {
 
 
 def final_test_mse(spec: dict, schedule: str, seed: int, epochs: int, n: int, task) -> float:
+    spec = paper_era(spec)
     learner = OnlineLearner(1, 1, n, RuleConfig(**spec), seed=seed, max_weight=1e4)
     try:
         for e in range(1, epochs + 1):

@@ -15,15 +15,18 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from sweep import paper_era  # the sibling module: scripts run from here
+
 from twinpass.runtime import OnlineLearner, RuleConfig
 from twinpass.runtime.tasks import make_task
 from twinpass.runtime.training import train
 
+# On the paper's network, as recorded (sweep.paper_era).
 CONFIGS = {
-    "ANP resync 1": RuleConfig(resync_every=1),
-    "ANP resync 10 (default)": RuleConfig(resync_every=10),
-    "ANP resync 0 (never)": RuleConfig(resync_every=0),
-    "BPTT K=20 SGD": RuleConfig(rule="bp", bptt_window=20),
+    "ANP resync 1": RuleConfig(**paper_era({"resync_every": 1})),
+    "ANP resync 10 (default)": RuleConfig(**paper_era({"resync_every": 10})),
+    "ANP resync 0 (never)": RuleConfig(**paper_era({"resync_every": 0})),
+    "BPTT K=20 SGD": RuleConfig(**paper_era({"rule": "bp", "bptt_window": 20})),
 }
 
 

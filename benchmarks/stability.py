@@ -1,5 +1,8 @@
 """Stability and quality on Mackey-Glass: seeds x N x epochs, default rules vs baselines.
 
+The rules run on the paper's network (``sweep.paper_era``: the defaults of the day this
+sweep was recorded; the learner's own quality is ``learner_quality.py``'s).
+
 Every run trains from its own seed for the given epochs and records the final test MSE,
 or the step and rule at which it diverged (a non-finite loss, or a weight beyond 1e4: a
 run whose weights blow up while its loss still looks finite counts as diverged). Results
@@ -18,7 +21,7 @@ import os
 import statistics
 import time
 
-from sweep import read_rows, run_pending  # the sibling module: scripts run from here
+from sweep import paper_era, read_rows, run_pending  # the sibling module: scripts run from here
 
 CONFIGS = {
     "ANP": {},
@@ -37,7 +40,7 @@ def run_one(name: str, n: int, seed: int, epochs: int, pairing: str) -> dict:
 
     spec = dict(CONFIGS[name])
     ref = spec.pop("reference", None)
-    config = RuleConfig.reference(ref, **spec) if ref else RuleConfig(**spec)
+    config = RuleConfig.reference(ref, **spec) if ref else RuleConfig(**paper_era(spec))
     task = make_task("mackey-glass", pairing=pairing)
     learner = OnlineLearner(1, 1, n, config, seed=seed, max_weight=1e4)
     t0 = time.perf_counter()

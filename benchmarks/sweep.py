@@ -1,4 +1,5 @@
-"""What the resumable benchmark sweeps share (``stability.py``, ``analog.py``).
+"""What the resumable benchmark sweeps share (``stability.py``, ``analog.py``), and the
+configuration their recorded results were measured with (:func:`paper_era`).
 
 A sweep's results file holds one JSON line per finished run; a rerun reads it, runs only
 what is missing, in worker processes, and appends each run as it finishes, so an
@@ -12,6 +13,23 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any
+
+#: What a BPTT baseline was before issue 12 changed its defaults (chunked windows, Adam,
+#: clipping 1): plain SGD through one sliding window, no clipping.
+_PAPER_ERA_BP = {"optimizer": "sgd", "bptt_mode": "sliding", "clip": None}
+
+
+def paper_era(spec: dict[str, Any]) -> dict[str, Any]:
+    """``spec`` on the paper's network, as RuleConfig's defaults were until issue 12 (the
+    learner's readout, leak and guard became the defaults then): the benchmarks of ANP's
+    hazards (stability, tuning, resynchronisation, analog) were recorded with it and keep
+    measuring it. Fields in ``spec`` win."""
+    from twinpass.runtime.config import PAPER_NETWORK
+
+    base = dict(PAPER_NETWORK)
+    if spec.get("rule") == "bp":
+        base.update(_PAPER_ERA_BP)
+    return {**base, **spec}
 
 
 def read_rows(path: str) -> list[dict[str, Any]]:
