@@ -53,10 +53,10 @@ from .rng import next_normal_inline, next_uniform_inline
 RULE_WP = 2
 
 # Every helper of this module is out of line: inlined at Numba's IR level
-# (``inline="always"``) they made a cold compile of the analog step take 146 s against 42 s
-# out of line, for the same speed (LLVM still inlines what pays; 31 against 33 µs a step at
-# N = 100 on PCM). The same flags as every kernel that calls them, so that their bits do
-# not depend on which caller compiled first.
+# (``inline="always"``), where each call site re-types the whole body, they made a cold
+# compile of the analog path three times as long (benchmarks/compile_time.py, RESULTS);
+# LLVM still inlines what pays. The same flags as every kernel that calls them, so that
+# their bits do not depend on which caller compiled first.
 _HELPER = {"fastmath": FASTMATH, "error_model": "numpy"}
 
 F_G0, F_FAC, F_FLK, F_NU, F_GMAX, F_DWF, F_STUCK = range(7)

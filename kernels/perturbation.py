@@ -58,9 +58,10 @@ BLOCK_JIT = {"cache": True, "fastmath": FASTMATH, "error_model": "numpy", "_nrt"
 # The larger once-a-step helpers (the update's coefficients, the decorrelated state, and
 # the readout's RLS and NLMS steps in .readout) are compiled out of line with the block
 # kernels' flags: inlined at Numba's IR level they made a cold compile of the host
-# learner's float32 path take 79 s, 48 s out of line, at the same speed. The smaller ones
-# stay inlined: with them out of line too it was 34 s, but ANP's step at N = 100 lost 9 %
-# to passing arrays by value (26 argument structs for _forward).
+# learner's float32 path take 77 s, 47 s out of line, at the same speed
+# (benchmarks/compile_time.py, RESULTS). The smaller ones stay inlined: out of line too
+# they compiled faster still, but ANP's step at N = 100 lost 9 % to passing arrays by value
+# (26 argument structs for _forward).
 STEP_JIT = {"fastmath": FASTMATH, "error_model": "numpy", "_nrt": False}
 
 # Rows of the (nw, nb, N) hidden work array: per-step scratch.
