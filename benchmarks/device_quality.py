@@ -12,8 +12,9 @@ cycled for ``--steps`` online steps from a zero state, then the frozen test MSE)
 
 ``--factors`` then shows which of PCM's non-idealities costs what (the default learner,
 seed 0): switched off one group at a time from ``pcm``, and switched on one at a time from
-PCM with every one of them off. A row of the host learning from two noisy replicas (as the
-analog device always does) says what the node noise alone costs the readout.
+PCM with every one of them off. A line of the host learning from two noisy replicas says
+what deliberate node noise on the readout's replica costs (the analog device added it
+until 2026-12-05).
 
 The firmware numbers come from ``twinpass hil`` itself (see benchmarks/RESULTS.md).
 
@@ -27,6 +28,7 @@ import sys
 import time
 
 from twinpass.devices.analog import AnalogDevice
+from twinpass.devices.analog_model import PRESETS
 from twinpass.runtime import OnlineLearner, RuleConfig
 from twinpass.runtime.config import PAPER_NETWORK
 from twinpass.runtime.tasks import make_task
@@ -65,15 +67,19 @@ NONE = {
     "inp_bits": 0,
     "out_bits": 0,
 }
+_PCM = PRESETS["pcm"]
 ALONE = {
     "none": {},
-    "8-bit converters": {"inp_bits": 8, "out_bits": 8},
-    "output noise": {"out_noise": 0.04},
-    "read noise": {"read_noise": 0.0175},
-    "drift": {"drift_scale": 1.0},
-    "1/f noise": {"flicker_scale": 1.0},
-    "programming noise": {"prog_scale": 1.0},
-    "stuck and varying devices": {"stuck_fraction": 0.01, "gmax_dtod": 0.1},
+    "8-bit converters": {"inp_bits": _PCM.inp_bits, "out_bits": _PCM.out_bits},
+    "output noise": {"out_noise": _PCM.out_noise},
+    "read noise": {"read_noise": _PCM.read_noise},
+    "drift": {"drift_scale": _PCM.drift_scale},
+    "1/f noise": {"flicker_scale": _PCM.flicker_scale},
+    "programming noise": {"prog_scale": _PCM.prog_scale},
+    "stuck and varying devices": {
+        "stuck_fraction": _PCM.stuck_fraction,
+        "gmax_dtod": _PCM.gmax_dtod,
+    },
 }
 
 
