@@ -30,7 +30,7 @@ import pytest
 from twinpass.firmware_sim import guard, ram
 from twinpass.firmware_sim.fixed_point import FixedNet, gaussian_q16, noise_words, reward_dl
 from twinpass.protocol import model_image as mi
-from twinpass.protocol.hyper import hyper_from_rule
+from twinpass.protocol.hyper import READOUT_RLS, hyper_from_rule
 from twinpass.protocol.qformat import (
     A_FRAC,
     I32_MAX,
@@ -588,7 +588,7 @@ def test_valid_images_are_accepted_by_both(harness, tmp_path) -> None:
             budget = ram.ram_footprint(
                 m.n_in, m.n_hidden, m.n_out, batch=batch, eval_batch=batch,
                 d_present=m.D is not None, decorrelation=m.hyper.decorrelation,
-                readout_inputs=m.hyper.readout_inputs, rls=m.hyper.readout == 2,
+                readout_inputs=m.hyper.readout_inputs, rls=m.hyper.readout == READOUT_RLS,
             )  # fmt: skip
             assert int(line.split(":")[1]) <= budget, (line, budget)
 
@@ -619,6 +619,15 @@ def test_sanitizer_build_is_clean_and_bit_exact(sanitized_harness, tmp_path) -> 
     mg = make_image(1, 32, 1, seed=19)
     stream, expected, _ = simulate(mg, mackey_glass_ops(1, 60, 19), 1, 2)
     assert_same(run_c(sanitized_harness, mg, stream, tmp_path, env=env), expected)
+
+    def at_the_clamp(image: bytes, ops_seed: int, seed: int) -> FixedNet:
+        """Gaussian steps far beyond the clamp, then one at the int32 edge, and a predict."""
+        ops = gaussian_ops(nb, n_in, n_out, 25, seed=ops_seed, scale=300.0)
+        ops += [("step", ext, ext[:, :2], True), ("predict", ext, True)]
+        stream, expected, net = simulate(image, ops, nb, seed, eval_cap=2)
+        assert_same(run_c(sanitized_harness, image, stream, tmp_path, env=env), expected)
+        return net
+
     # The improved rules at their extremes: NLMS at μ near 2 over [xh, u, 1] with inputs at
     # the clamp, a stored D, leak, the guard scaling big weights.
     nl = make_image(
@@ -626,22 +635,14 @@ def test_sanitizer_build_is_clean_and_bit_exact(sanitized_harness, tmp_path) -> 
         rule={"readout": "nlms", "readout_inputs": True, "readout_step": 1.99, "leak": 0.4,
               "lr_hidden": 0.2, "radius_bound": 0.9, "guard_every": 3},
     )  # fmt: skip
-    ops = gaussian_ops(nb, n_in, n_out, 25, seed=21, scale=300.0)
-    ops += [("step", ext, ext[:, :2], True), ("predict", ext, True)]
-    stream, expected, net = simulate(nl, ops, nb, 9, eval_cap=2)
-    assert_same(run_c(sanitized_harness, nl, stream, tmp_path, env=env), expected)
-    assert net.stats["guard_projections"] > 0
+    assert at_the_clamp(nl, 21, 9).stats["guard_projections"] > 0
     # RLS (§6.8) with P0 at its bound, λ near 2/3 and inputs at the clamp: P's resets.
     rls = make_image(
         n_in, n, n_out, seed=22, wscale=4.0,
         rule={"readout": "rls", "readout_inputs": True, "readout_p0": 100.0,
               "forgetting": 0.7, "leak": 0.4, "lr_hidden": 0.1, "decorrelation": True},
     )  # fmt: skip
-    ops = gaussian_ops(nb, n_in, n_out, 25, seed=23, scale=300.0)
-    ops += [("step", ext, ext[:, :2], True), ("predict", ext, True)]
-    stream, expected, net = simulate(rls, ops, nb, 10, eval_cap=2)
-    assert_same(run_c(sanitized_harness, rls, stream, tmp_path, env=env), expected)
-    assert net.stats["rls_resets"] > 0
+    assert at_the_clamp(rls, 23, 10).stats["rls_resets"] > 0
 
 
 def test_core_sources_use_no_heap_io_or_floating_point() -> None:
