@@ -525,16 +525,17 @@ static int rls_stream(tp_model *m, const int32_t *f, const int32_t *ystar)
 
 /* The update of A, R, B from per-stream dl (section 6.5); da, db from the last step's xp*,
  * b*, presynaptic u, xh_prev (replica 1's state of the previous step) and f1 (its
- * features). ystar: the targets, for NLMS (NULL on the reward path: readout anp only). */
+ * features). ystar: the targets, for NLMS and RLS (NULL on the reward path: readout anp
+ * only). */
 static void learn_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
                          const int32_t *ystar)
 {
     const uint32_t nb = m->batch, n = m->n, ni = m->n_in, no = m->n_out, nf = m->n_f;
-    const int nlms = m->hyper.readout != TP_READOUT_ANP; /* NLMS or RLS: the exact readouts */
+    const int exact = m->hyper.readout != TP_READOUT_ANP; /* NLMS or RLS: exact readouts */
     const int64_t lg = tp_hyper_lg(&m->hyper);
     int64_t lgh = tp_hyper_lgh(&m->hyper);
     uint32_t s, i, o, j;
-    if (nlms) {
+    if (exact) {
         /* The hidden step over 1 + ||B_h||^2 (Q32), B before this step's update: the
          * clamped running sum equals the clamped total (non-negative terms). */
         int64_t nbh = 0;
@@ -558,7 +559,7 @@ static void learn_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
         }
         nda = nda < TP_NORM_LIMIT ? nda : TP_NORM_LIMIT;
         m->gh[s] = tp_sat(tp_div(d * lgh, nda * (int64_t)nb), TP_G_LIMIT);
-        if (nlms) {
+        if (exact) {
             continue;
         }
         for (o = 0; o < no; o++) {
@@ -583,9 +584,10 @@ static void learn_update(tp_model *m, const int64_t *dl, const int32_t *xh_prev,
     apply_update(m->R, n, n, nb, m->gh, m->xp1, m->xp2, xh_prev);
     if (m->hyper.readout == TP_READOUT_RLS) {
         for (s = 0; s < nb; s++) {
-            m->rls_resets += (uint32_t)rls_stream(m, m->f1 + (size_t)s * nf, ystar + (size_t)s * no);
+            m->rls_resets +=
+                (uint32_t)rls_stream(m, m->f1 + (size_t)s * nf, ystar + (size_t)s * no);
         }
-    } else if (nlms) {
+    } else if (m->hyper.readout == TP_READOUT_NLMS) {
         nlms_update(m, ystar);
     } else {
         apply_update(m->B, no, nf, nb, m->go, m->b1, m->b2, m->f1);
